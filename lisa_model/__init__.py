@@ -1,0 +1,19 @@
+"""lisa_model: LISA reasoning segmentation (multimodal LLaMA + SAM), ROS-free."""
+
+from .build import build_lisa, build_lisa_tiny, build_lisa_tiny_llava15, lisa_model_registry
+from .config import LisaConfig
+from .modeling.lisa import LisaModel
+from .predictor import LisaPredictor, Prediction
+from .processing.conversation import Conversation
+
+__all__ = [
+    "Conversation",
+    "LisaConfig",
+    "LisaModel",
+    "LisaPredictor",
+    "Prediction",
+    "build_lisa",
+    "build_lisa_tiny",
+    "build_lisa_tiny_llava15",
+    "lisa_model_registry",
+]

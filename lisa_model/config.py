@@ -1,0 +1,92 @@
+"""One dataclass describing a LISA model, and the configurations of the built-in sizes."""
+
+from dataclasses import dataclass
+
+from transformers import CLIPVisionConfig, LlamaConfig
+
+
+@dataclass
+class LisaConfig:
+    """Everything needed to build a LISA model.
+
+    llm (LlamaConfig): the language model; its vocab_size includes the added tokens.
+    vision (CLIPVisionConfig): the CLIP vision tower; image_size and patch_size give
+        the number of image tokens ((image_size / patch_size) ** 2, the CLS token dropped).
+    mm_projector_type (str): "linear" (LLaVA v1, LISA-7B-v1) or "mlp2x_gelu" (LLaVA-1.5).
+    mm_vision_select_layer (int): index into CLIP's hidden_states used as image features.
+    mm_use_im_start_end (bool): wrap the image features in <im_start> ... <im_end>.
+    conversation_template (str): "llava_v1" or "llava_llama_2".
+    seg_token_id (int): id of [SEG] in the tokenizer.
+    sam_*: the SAM image encoder (ViT) and mask decoder; sam_prompt_embed_dim is
+        also the output size of the [SEG] projection head (256 in SAM).
+    """
+
+    llm: LlamaConfig
+    vision: CLIPVisionConfig
+    seg_token_id: int
+    mm_projector_type: str = "linear"
+    mm_vision_select_layer: int = -2
+    mm_use_im_start_end: bool = True
+    conversation_template: str = "llava_v1"
+    sam_image_size: int = 1024
+    sam_encoder_embed_dim: int = 1280
+    sam_encoder_depth: int = 32
+    sam_encoder_num_heads: int = 16
+    sam_encoder_global_attn_indexes: tuple[int, ...] = (7, 15, 23, 31)
+    sam_encoder_window_size: int = 14
+    sam_prompt_embed_dim: int = 256
+    sam_decoder_mlp_dim: int = 2048
+    sam_decoder_num_heads: int = 8
+    sam_iou_head_hidden_dim: int = 256
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llm.hidden_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.vision.image_size // self.vision.patch_size) ** 2
+
+    @property
+    def sam_embedding_size(self) -> int:
+        return self.sam_image_size // 16  # SAM's ViT uses 16-pixel patches
+
+
+def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, projector: str = "linear") -> LisaConfig:
+    """A few-MB LISA with the real structure: 2-layer LLaMA (hidden 64), 2-layer CLIP
+    with the real patch grid (224 px -> 256 tokens, 336 px -> 576), tiny SAM at 128 px."""
+    return LisaConfig(
+        llm=LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-6,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+        vision=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=clip_image_size,
+            patch_size=14,
+        ),
+        seg_token_id=seg_token_id,
+        mm_projector_type=projector,
+        sam_image_size=128,
+        sam_encoder_embed_dim=32,
+        sam_encoder_depth=2,
+        sam_encoder_num_heads=2,
+        sam_encoder_global_attn_indexes=(1,),
+        sam_encoder_window_size=4,
+        sam_prompt_embed_dim=32,
+        sam_decoder_mlp_dim=64,
+        sam_decoder_num_heads=2,
+        sam_iou_head_hidden_dim=32,
+    )

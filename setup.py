@@ -1,0 +1,38 @@
+"""Packaging for the ROS-free LISA model package (and, later, its training code).
+
+The distribution is deliberately not called `lisa_ros`: that name belongs to the
+ROS 2 package, which colcon builds separately.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lisa-ros-model",
+    version="0.1.0",
+    description="LISA reasoning segmentation (multimodal LLaMA + SAM) for robots, ROS-free model package",
+    packages=find_packages(include=["lisa_model", "lisa_model.*", "training", "training.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # torch is installed first, pinned, by scripts/setup.sh (a local CPU wheel);
+        # this range is satisfied by it, so pip never pulls a CUDA build here.
+        "torch>=2.1",
+        "transformers>=5.24,<6",
+        "tokenizers",
+        "safetensors",
+        "segment-anything",
+        "numpy",
+        "pillow",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": ["pytest", "pytest-timeout"],
+        "training": ["peft", "tensorboard"],
+        "3d": ["open3d-cpu", "opencv-python-headless"],
+        "ros": ["rosbags"],
+    },
+    entry_points={
+        "console_scripts": [
+            "lisa-demo = lisa_model.demo:main",
+        ],
+    },
+)
