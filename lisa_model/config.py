@@ -36,7 +36,6 @@ class LisaConfig:
     sam_encoder_window_size: int = 14
     sam_prompt_embed_dim: int = 256
     sam_decoder_mlp_dim: int = 2048
-    sam_decoder_num_heads: int = 8
     sam_iou_head_hidden_dim: int = 256
 
     @property
@@ -87,6 +86,5 @@ def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, 
         sam_encoder_window_size=4,
         sam_prompt_embed_dim=32,
         sam_decoder_mlp_dim=64,
-        sam_decoder_num_heads=2,
         sam_iou_head_hidden_dim=32,
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_batch, train
+from conftest import synthetic_batch
 from lisa_model import build_lisa_tiny, build_lisa_tiny_llava15
 from lisa_model.modeling.lisa import build_projector
 from lisa_model.processing.conversation import Conversation, Turn, get_template, image_user_message
@@ -89,16 +89,12 @@ def test_generation_stops_at_max_new_tokens_and_context(tiny):
         assert len(model.generate(long_embeds, max_new_tokens=50).token_ids) <= 5
 
 
-def test_training_lowers_ce_bce_and_dice():
-    torch.manual_seed(0)
-    model, tokenizer = build_lisa_tiny(seed=2)
-    batch, _ = synthetic_batch(model, tokenizer)
-    history = train(model, batch, steps=40)
+def test_training_lowers_ce_bce_and_dice(trained_tiny):
+    *_, history = trained_tiny
     first, last = history[0], history[-1]
-    assert last["ce"] < 0.5 * first["ce"]
-    assert last["bce"] < 0.7 * first["bce"]
-    assert last["dice"] < first["dice"]
-    assert last["total"] < first["total"]
+    assert last["ce"] < 0.1 * first["ce"]
+    assert last["bce"] < 0.1 * first["bce"]
+    assert last["dice"] < 0.1 * first["dice"]
 
 
 def test_forward_maps_conversations_to_images(tiny):

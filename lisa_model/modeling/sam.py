@@ -65,7 +65,7 @@ def build_sam(config: LisaConfig) -> nn.Module:
                 depth=2,
                 embedding_dim=dim,
                 mlp_dim=config.sam_decoder_mlp_dim,
-                num_heads=config.sam_decoder_num_heads,
+                num_heads=8,  # as every SAM; not recoverable from checkpoint shapes
             ),
             transformer_dim=dim,
             iou_head_depth=3,
