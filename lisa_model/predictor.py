@@ -114,7 +114,12 @@ class LisaPredictor:
                 )
             reused = self._reuse_cache(ids[0].tolist())
             embeds = self.model.embed_inputs(ids, self._image_tokens)[:, reused:]
-        generation = self.model.generate(embeds, self.max_new_tokens, cache=self._cache)
+        try:
+            generation = self.model.generate(embeds, self.max_new_tokens, cache=self._cache)
+        except BaseException:
+            # The cache may hold a half-extended prompt now; start the next prompt afresh.
+            self._cache, self._cached_ids = None, []
+            raise
         timings.update(generation.timings)
         self._cached_ids = ids[0].tolist() + generation.token_ids[:-1]
         self._cache = generation.cache
