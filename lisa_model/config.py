@@ -88,3 +88,55 @@ def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, 
         sam_decoder_mlp_dim=64,
         sam_iou_head_hidden_dim=32,
     )
+
+
+def _real_size_config(
+    vocab_size: int,
+    seg_token_id: int,
+    hidden_size: int,
+    intermediate_size: int,
+    num_layers: int,
+    num_heads: int,
+    max_positions: int,
+    conversation_template: str,
+) -> LisaConfig:
+    """LISA at a released size: LLaMA as given, CLIP ViT-L/14 at 224 px, linear projector, SAM ViT-H."""
+    return LisaConfig(
+        llm=LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads,
+            max_position_embeddings=max_positions,
+            rms_norm_eps=1e-6,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+        vision=CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=224,
+            patch_size=14,
+        ),
+        seg_token_id=seg_token_id,
+        mm_projector_type="linear",
+        conversation_template=conversation_template,
+        # SAM fields keep LisaConfig's defaults, which are SAM ViT-H.
+    )
+
+
+def config_7b(vocab_size: int = 32004, seg_token_id: int = 32003) -> LisaConfig:
+    """LISA-7B-v1's shapes: LLaMA-7B (LLaVA-Lightning-7B-v1-1), CLIP ViT-L/14 at 224 px,
+    linear projector, SAM ViT-H, llava_v1 template. Defaults are the released token ids."""
+    return _real_size_config(vocab_size, seg_token_id, 4096, 11008, 32, 32, 2048, "llava_v1")
+
+
+def config_13b(vocab_size: int = 32003, seg_token_id: int = 32000) -> LisaConfig:
+    """LISA-13B-llama2-v1's shapes: LLaMA-2-13B (4096-token context), CLIP ViT-L/14 at 224 px,
+    linear projector, SAM ViT-H, llava_llama_2 template. Defaults are the released token ids."""
+    return _real_size_config(vocab_size, seg_token_id, 5120, 13824, 40, 40, 4096, "llava_llama_2")

@@ -7,6 +7,7 @@ import torch
 from conftest import LESSONS
 from lisa_model import Conversation, LisaPredictor
 from lisa_model.metrics import mask_iou
+from lisa_model.modeling.sam import decode_masks
 
 
 class CallCounter:
@@ -106,6 +107,10 @@ def test_half_precisions_run(dtype):
     result = predictor.predict("segment the cup")
     assert result.mask_logits.dtype == np.float32
     assert result.masks.shape[1:] == (20, 30)
+    # The random model rarely says [SEG]: decode two embeddings directly in this precision.
+    seg = torch.randn(2, model.config.sam_prompt_embed_dim, dtype=dtype)
+    low_res, iou = decode_masks(model.visual_model, predictor._image_embedding, seg)
+    assert low_res.shape == (2, 1, 32, 32) and low_res.dtype == dtype and iou.shape == (2, 1)
 
 
 @pytest.mark.parametrize(

@@ -92,9 +92,13 @@ def decode_masks(sam: nn.Module, image_embedding: torch.Tensor, seg_embeddings: 
     sparse = seg_embeddings[:, None, :].to(image_embedding.dtype)
     no_mask = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     dense = no_mask.expand(count, -1, *image_embedding.shape[-2:])
+    pe_layer = sam.prompt_encoder.pe_layer
+    if pe_layer.positional_encoding_gaussian_matrix.dtype != torch.float32:
+        # segment-anything multiplies an fp32 grid by this buffer: keep it fp32 in a half model.
+        pe_layer.positional_encoding_gaussian_matrix = pe_layer.positional_encoding_gaussian_matrix.float()
     return sam.mask_decoder(
         image_embeddings=image_embedding,
-        image_pe=sam.prompt_encoder.get_dense_pe(),
+        image_pe=sam.prompt_encoder.get_dense_pe().to(image_embedding.dtype),
         sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense,
         multimask_output=False,
