@@ -22,13 +22,20 @@ setup(
         "segment-anything",
         "numpy",
         "pillow",
+        "pyyaml",  # lisa_ros.launch_config reads ROS 2 parameter files
         "tqdm",
+        # Released LISA tokenizers are SentencePiece files (tokenizer.model); transformers
+        # converts them with sentencepiece and protobuf.
+        "sentencepiece",
+        "protobuf",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout"],
         "training": ["peft", "tensorboard"],
         "3d": ["open3d-cpu", "opencv-python-headless"],
         "ros": ["rosbags"],
+        # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
+        "quantization": ["bitsandbytes"],
     },
     entry_points={
         "console_scripts": [

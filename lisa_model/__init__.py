@@ -1,6 +1,7 @@
 """lisa_model: LISA reasoning segmentation (multimodal LLaMA + SAM), ROS-free."""
 
 from .build import build_lisa, build_lisa_tiny, build_lisa_tiny_llava15, lisa_model_registry
+from .checkpoint import load_lisa, save_lisa
 from .config import LisaConfig
 from .modeling.lisa import LisaModel
 from .predictor import LisaPredictor, Prediction
@@ -16,4 +17,6 @@ __all__ = [
     "build_lisa_tiny",
     "build_lisa_tiny_llava15",
     "lisa_model_registry",
+    "load_lisa",
+    "save_lisa",
 ]

@@ -102,7 +102,9 @@ class LisaModel(nn.Module):
     @torch.no_grad()
     def encode_sam(self, pixels: torch.Tensor) -> torch.Tensor:
         """SAM pixels [B,3,S,S] (normalised, padded) -> image embeddings [B,C,S/16,S/16]."""
-        return self.visual_model.image_encoder(pixels.to(self.dtype))
+        # SAM's own dtype: released checkpoints keep SAM in fp32 beside a bf16 LLM.
+        encoder = self.visual_model.image_encoder
+        return encoder(pixels.to(encoder.patch_embed.proj.weight.dtype))
 
     # Text side.
 
@@ -126,7 +128,8 @@ class LisaModel(nn.Module):
 
     def project_seg(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """[N,H] final-layer hidden states -> [N, out_dim] SAM prompt embeddings."""
-        return self.text_hidden_fcs[0](hidden_states)
+        head = self.text_hidden_fcs[0]
+        return head(hidden_states.to(head[0].weight.dtype))  # fp32 in the released checkpoints
 
     @torch.no_grad()
     def generate(
