@@ -1,4 +1,4 @@
-"""docs/ros.md lists every lisa_node parameter as lisa_ros.parameters declares it.
+"""The README lists every lisa_node parameter as lisa_ros.parameters declares it.
 
 Regenerate the table with: .venv/bin/python tests/test_ros_docs.py
 """
@@ -26,10 +26,10 @@ def parameters_table() -> str:
 
 
 def test_docs_list_every_parameter():
-    docs = (ROOT / "docs" / "ros.md").read_text()
+    docs = (ROOT / "README.md").read_text()
     assert (
         parameters_table() in docs
-    ), "docs/ros.md's parameter table is stale: run .venv/bin/python tests/test_ros_docs.py"
+    ), "README.md's parameter table is stale: run .venv/bin/python tests/test_ros_docs.py"
 
 
 if __name__ == "__main__":
