@@ -28,11 +28,14 @@ setup(
         # converts them with sentencepiece and protobuf.
         "sentencepiece",
         "protobuf",
+        # lisa_ros.geometry / lisa_ros.scannet (3D target regions, used by the node and the
+        # evaluators); open3d needs the system library libusb-1.0-0 (scripts/setup.sh).
+        "open3d-cpu",
+        "opencv-python-headless",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout"],
         "training": ["peft", "tensorboard"],
-        "3d": ["open3d-cpu", "opencv-python-headless"],
         "ros": ["rosbags"],
         # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
         "quantization": ["bitsandbytes"],

@@ -5,6 +5,11 @@ subscriptions, the `~/segment` service and action and `~/reset_conversation`;
 deactivate stops them; cleanup frees the model. Commands are answered on a worker
 thread (lisa_ros.pipeline.CommandWorker), so subscriptions and services stay
 responsive while the model runs.
+
+Depth, camera_info and camera poses (pose_topic, or tf2 when `tf2_ros` is installed
+and target_frame is set) go to the pipeline, which matches them to the image by stamp
+and computes each mask's 3D region; the node publishes them (~/target_cloud, ~/markers
+and the result's 3D fields).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -23,22 +29,26 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.service import Service
 from rclpy.timer import Timer
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
-from . import messages
+from . import codec, messages
 from .action import Segment as SegmentAction
 from .msg import SegmentationResult
 from .parameters import PARAMETERS, validate
-from .pipeline import CommandWorker, Job, Pipeline, Result, Stage, Status, error_result
+from .pipeline import GEOMETRY_PARAMETERS, CommandWorker, Job, Pipeline, Result, Stage, Status, error_result
 from .srv import Segment as SegmentService
 
 NODE_NAME = "lisa"
 # Parameters that select the model: set them when the node starts.
 READ_ONLY = frozenset({"model_path", "vision_tower_path", "device", "precision", "conversation_template"})
 # Parameters applied as soon as they are set; the others take effect at the next configure/activate.
-LIVE = frozenset({"max_new_tokens", "max_image_age", "max_command_length", "keep_conversation", "publish_overlay"})
+LIVE = frozenset(
+    {"max_new_tokens", "max_image_age", "max_command_length", "keep_conversation", "publish_overlay", "depth_scale"}
+    | (set(GEOMETRY_PARAMETERS) - {"target_frame"})
+)
 _NAMES = frozenset(spec.name for spec in PARAMETERS)
 _TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -109,8 +119,7 @@ class LisaNode(LifecycleNode):
         self._goals = {}  # goal id bytes -> Job, while the goal executes
         self._goals_lock = threading.Lock()
         self._stats = {"answered": 0, "errors": 0, "last_total_s": 0.0, "last_error": ""}
-        self._depth_msg = None  # newest depth and camera_info messages, for the 3D stage (not used yet)
-        self._camera_info_msg = None
+        self._tf_listener = None  # tf2_ros.TransformListener while active (when tf2 is used)
 
     def _param(self, name: str):
         return self.get_parameter(name).value
@@ -133,6 +142,8 @@ class LisaNode(LifecycleNode):
                 "overlay": self.create_publisher(Image, "~/overlay", reliable_qos(10)),
                 "explanation": self.create_publisher(String, "~/explanation", reliable_qos(depth)),
                 "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10)),
+                "target_cloud": self.create_publisher(PointCloud2, "~/target_cloud", reliable_qos(10)),
+                "markers": self.create_publisher(MarkerArray, "~/markers", reliable_qos(10)),
             }
         except Exception as error:
             self.get_logger().error(f"cannot create the publishers: {type(error).__name__}: {error}")
@@ -154,6 +165,8 @@ class LisaNode(LifecycleNode):
             subscribe(CompressedImage if compressed else Image, "image_topic", self._on_image, qos)
             subscribe(Image, "depth_topic", self._on_depth, qos)
             subscribe(CameraInfo, "camera_info_topic", self._on_camera_info, qos)
+            if self._param("pose_topic"):
+                subscribe(PoseStamped, "pose_topic", self._on_pose, qos)
             # Commands are not sensor data: reliable, and as deep as the command queue.
             subscribe(String, "command_topic", self._on_command, reliable_qos(self._param("queue_size")))
             add = self._inputs.append  # one by one: a failure destroys what was created
@@ -173,6 +186,7 @@ class LisaNode(LifecycleNode):
             add(self.create_timer(1.0, self._publish_diagnostics, callback_group=group))
             image_topic = self.resolve_topic_name(self._param("image_topic"))
             command_topic = self.resolve_topic_name(self._param("command_topic"))
+            self._start_poses()
         except Exception as error:  # e.g. an invalid topic name
             self.get_logger().error(f"cannot start the inputs: {type(error).__name__}: {error}")
             self._destroy_inputs()
@@ -203,7 +217,53 @@ class LisaNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
+    def _start_poses(self) -> None:
+        """Where camera poses come from: pose_topic when set, else tf2 when installed and
+        target_frame is set, else none (the regions stay in the camera frame)."""
+        pipeline = self._pipeline
+        target = self._param("target_frame")
+        pipeline.target_frame = target
+        pipeline.pose_lookup = None
+        if self._param("pose_topic"):
+            pipeline.pose_lookup = pipeline.cached_pose
+            topic = self.resolve_topic_name(self._param("pose_topic"))
+            self.get_logger().info(f"camera poses from {topic} (geometry_msgs/PoseStamped)")
+        elif target:
+            try:
+                import tf2_ros
+            except ImportError:
+                self.get_logger().warning(
+                    f"target_frame is {target!r} but tf2_ros is not installed and pose_topic is empty: "
+                    "3D regions stay in the camera frame"
+                )
+                return
+            buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(buffer, self)
+            pipeline.pose_lookup = lambda camera_frame, stamp: self._tf_pose(buffer, target, camera_frame, stamp)
+            self.get_logger().info(f"3D regions in {target!r} through tf2")
+
+    @staticmethod
+    def _tf_pose(buffer, target: str, camera_frame: str, stamp: int):
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            transform = buffer.lookup_transform(
+                target, camera_frame, Time(nanoseconds=stamp), timeout=Duration(seconds=0.2)
+            )
+        except Exception as error:  # tf2 LookupException, ExtrapolationException, ...
+            raise LookupError(f"tf2: {type(error).__name__}: {error}") from error
+        return messages.transform_msg_to_matrix(transform.transform), target
+
     def _destroy_inputs(self) -> None:
+        if self._tf_listener is not None:
+            try:
+                self._tf_listener.unregister()
+            except Exception as error:  # older tf2_ros without unregister
+                self.get_logger().debug(f"tf2 listener: {error}")
+            self._tf_listener = None
+            if self._pipeline is not None:
+                self._pipeline.pose_lookup = None
         for entity in self._inputs:
             if isinstance(entity, ActionServer):
                 entity.destroy()
@@ -242,10 +302,28 @@ class LisaNode(LifecycleNode):
             pipeline.set_frame(frame.decode, frame.stamp, frame.frame_id)
 
     def _on_depth(self, msg: Image) -> None:
-        self._depth_msg = msg
+        pipeline = self._pipeline
+        if pipeline is not None:
+            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
+            # Decoded only if a command needs it, with the depth_scale of that moment.
+            decode = lambda: codec.depth_to_meters(msg, self._param("depth_scale"))  # noqa: E731
+            pipeline.set_depth(decode, stamp, msg.header.frame_id)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info_msg = msg
+        pipeline = self._pipeline
+        if pipeline is not None:
+            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
+            try:
+                intrinsics, error = messages.camera_info_intrinsics(msg), ""
+            except ValueError as problem:
+                intrinsics, error = None, str(problem)
+            pipeline.set_camera_info(intrinsics, stamp, msg.header.frame_id, error=error)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        pipeline = self._pipeline
+        if pipeline is not None:
+            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
+            pipeline.set_camera_pose(messages.pose_msg_to_matrix(msg.pose), stamp, msg.header.frame_id)
 
     def _submit(self, command: str, image=None, reset: bool = False, on_progress=None) -> Job:
         """Queue a command; its result is published when it is answered. Returns its Job
@@ -345,7 +423,7 @@ class LisaNode(LifecycleNode):
                 if pipeline is not None:
                     self.get_logger().info(f"{parameter.name} takes effect at the next configure/activate")
                 continue
-            if pipeline is None or parameter.name == "publish_overlay":
+            if pipeline is None or parameter.name in ("publish_overlay", "depth_scale"):  # read when used
                 continue
             value = validate(parameter.name, parameter.value)
             if parameter.name == "max_new_tokens":
@@ -378,6 +456,9 @@ class LisaNode(LifecycleNode):
                 overlay = messages.overlay_msg(result)
                 if overlay is not None:
                     publishers["overlay"].publish(overlay)
+            # Every answer replaces the 3D outputs: an empty cloud and no markers when it has no region.
+            publishers["target_cloud"].publish(messages.target_cloud_msg(result))
+            publishers["markers"].publish(messages.markers_msg(result))
         except Exception as error:  # e.g. a publisher destroyed by a concurrent cleanup
             self.get_logger().error(f"cannot publish the result of command {result.command_id}: {error}")
 

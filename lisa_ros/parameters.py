@@ -69,6 +69,34 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("max_command_length", 1000, "longest command accepted, in characters", min=1, max=100000),
     ParameterSpec("keep_conversation", True, "answer follow-up commands in the context of earlier ones until a reset"),
     ParameterSpec("publish_overlay", True, "publish ~/overlay, the image with the masks drawn on it (rgb8)"),
+    ParameterSpec(
+        "depth_scale",
+        1000.0,
+        "integer depth units per metre of 16UC1 depth (1000: millimetres)",
+        min=0.001,
+        max=1000000.0,
+    ),
+    ParameterSpec("min_depth", 0.1, "metres; nearer depth is ignored", min=0.0, max=1000.0),
+    ParameterSpec("max_depth", 10.0, "metres; farther depth is ignored", min=0.0, max=1000.0),
+    ParameterSpec(
+        "mask_erosion", 2, "pixels eroded off each mask before back-projection (edges bleed background)", min=0, max=100
+    ),
+    ParameterSpec(
+        "max_depth_skew",
+        0.05,
+        "seconds depth, camera_info and pose stamps may be apart from the image's; 0: any (the nearest)",
+        min=0.0,
+        max=3600.0,
+    ),
+    ParameterSpec(
+        "target_frame", "", "frame of the 3D regions (through tf2 or pose_topic); empty: the depth camera's frame"
+    ),
+    ParameterSpec(
+        "pose_topic",
+        "",
+        "geometry_msgs/PoseStamped topic: the camera's pose in its header frame (used instead of tf2); empty: none",
+    ),
+    ParameterSpec("voxel_size", 0.01, "metres; voxel grid the 3D region is down-sampled on", min=0.001, max=1.0),
 )
 
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}

@@ -11,10 +11,19 @@ status is OK, NO_TARGET or ERROR (with a message).
 
 Stamps are integer nanoseconds (a ROS `builtin_interfaces/Time` as
 `sec * 10**9 + nanosec`), so they round-trip exactly.
+
+3D regions: each mask of an OK result becomes a `lisa_ros.geometry.TargetRegion`
+(back-projection with depth and intrinsics, then the camera pose, then region
+extraction). A frame may carry its depth, intrinsics and camera pose itself (the bag
+evaluator); otherwise the pipeline matches the ones it has cached (`set_depth`,
+`set_camera_info`, `set_camera_pose`, or a `pose_lookup` such as tf2) to the image by
+stamp, within `max_depth_skew` seconds. `Result.region_status` says why a region is
+missing; the 2D answer stands either way.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import queue
@@ -29,7 +38,11 @@ import numpy as np
 from .parameters import defaults, validate
 
 NS_PER_S = 1_000_000_000
-REGION_UNAVAILABLE = "3D regions are not computed yet: depth processing is not available in this version"
+REGION_UNAVAILABLE = "no 3D region: the command was not answered"
+NO_MASK = "no 3D region: nothing was segmented"
+HISTORY = 16  # depth, camera_info and pose messages kept for matching by stamp
+# Node parameters that are Pipeline attributes of the same name (the 3D stage).
+GEOMETRY_PARAMETERS = ("min_depth", "max_depth", "mask_erosion", "max_depth_skew", "voxel_size", "target_frame")
 
 
 class Status(enum.IntEnum):
@@ -60,6 +73,15 @@ class Frame:
         thread that answers a command (so decoding never slows the subscriber down).
         A ValueError it raises (e.g. lisa_ros.codec.ImageError) makes the frame invalid.
     error (str): why the frame is invalid ("" when it is, or may be, valid).
+    depth (ndarray float32 [h,W] | callable | None): depth in metres registered to the
+        image (any resolution of the same aspect ratio; NaN or 0 where invalid), or a
+        function returning it; None: the pipeline's cached depth matched by stamp.
+    depth_frame_id (str): the depth's optical frame; "": frame_id.
+    intrinsics (lisa_ros.geometry.CameraIntrinsics | None): of the depth image (scaled to
+        the depth's size when they differ); needed with `depth`.
+    pose (ndarray float [4,4] | None): camera-to-target_frame transform; None: the
+        region stays in the camera frame (used only with `depth`).
+    target_frame (str): the frame `pose` maps into.
     """
 
     stamp: int
@@ -67,6 +89,11 @@ class Frame:
     rgb: np.ndarray | None = None
     decode: Callable[[], np.ndarray] | None = None
     error: str = ""
+    depth: np.ndarray | Callable[[], np.ndarray] | None = None
+    depth_frame_id: str = ""
+    intrinsics: object = None
+    pose: np.ndarray | None = None
+    target_frame: str = ""
 
     def image(self) -> np.ndarray:
         """The decoded RGB image; raises ValueError with the reason when the frame is invalid."""
@@ -94,6 +121,72 @@ def _checked_rgb(image) -> np.ndarray:
 
 
 @dataclass
+class Stamped:
+    """A stamped input kept for matching by stamp (depth, intrinsics, camera pose).
+
+    value: the data, or None until `decode` (called at most once, by `get`) returns it.
+    error: why the input is unusable ("" when it is, or may be, usable).
+    """
+
+    stamp: int
+    frame_id: str = ""
+    value: object = None
+    decode: Callable[[], object] | None = None
+    error: str = ""
+
+    def get(self):
+        """The value; raises ValueError with the reason when it is unusable."""
+        if self.value is None and not self.error:
+            try:
+                if self.decode is None:
+                    raise ValueError("no data")
+                self.value = self.decode()
+            except ValueError as error:
+                self.error = str(error) or type(error).__name__
+            finally:
+                self.decode = None
+        if self.error:
+            raise ValueError(self.error)
+        return self.value
+
+
+class StampCache:
+    """The newest few stamped inputs of one kind; thread-safe."""
+
+    def __init__(self, size: int = HISTORY):
+        self._items: collections.deque[Stamped] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def put(self, item: Stamped) -> Stamped:
+        with self._lock:
+            self._items.append(item)
+        return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def nearest(self, stamp: int) -> Stamped | None:
+        """The item whose stamp is closest to `stamp` (the newest on ties); None when empty."""
+        with self._lock:
+            items = list(self._items)
+        best = None
+        for item in items:
+            if best is None or abs(item.stamp - stamp) <= abs(best.stamp - stamp):
+                best = item
+        return best
+
+
+def _skew_error(what: str, item: Stamped, stamp: int, max_skew: float) -> str:
+    skew = abs(item.stamp - int(stamp)) / NS_PER_S
+    if max_skew > 0 and skew > max_skew:
+        return (
+            f"the nearest {what} is {skew:.3f} s apart from the image (max_depth_skew is {max_skew:g} s)"
+        )
+    return ""
+
+
+@dataclass
 class Result:
     """The answer to one command.
 
@@ -114,7 +207,11 @@ class Result:
         tokenize, prefill, decode, mask_decoder, postprocess, total).
     image (ndarray uint8 [H,W,3] | None): the image answered (not a copy), for overlays.
     canceled (bool): the command was canceled before it was answered (status ERROR).
-    region_status (str): why the 3D region fields are empty.
+    regions (list[lisa_ros.geometry.TargetRegion | None]): one per mask when any region
+        was computed (None for a mask without one), else empty.
+    region_frame (str): the frame of the regions' coordinates (target_frame, or the
+        depth camera's optical frame).
+    region_status (str): why regions are missing ("" when every mask has one).
     """
 
     command_id: int
@@ -131,6 +228,8 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = None
     canceled: bool = False
+    regions: list = field(default_factory=list)
+    region_frame: str = ""
     region_status: str = REGION_UNAVAILABLE
 
     @property
@@ -198,6 +297,13 @@ class Pipeline:
         keep_conversation: bool = True,
         conversation_template: str = "",
         logger=None,
+        min_depth: float = 0.1,
+        max_depth: float = 10.0,
+        mask_erosion: int = 2,
+        max_depth_skew: float = 0.05,
+        voxel_size: float = 0.01,
+        target_frame: str = "",
+        pose_lookup: Callable[[str, int], tuple[np.ndarray, str]] | None = None,
     ):
         """
         Arguments:
@@ -208,6 +314,18 @@ class Pipeline:
                 a reset; False: every command starts a new conversation.
             conversation_template (str): prompt template name; "": the model's own.
             logger: anything with info/warning/error(str) methods; default: logging.
+            min_depth, max_depth (float): metres; depth outside is ignored.
+            mask_erosion (int): pixels eroded off each mask before back-projection, so that
+                edge pixels do not pick up background depth.
+            max_depth_skew (float): seconds the cached depth, camera_info and pose may be
+                apart from the image; 0: any (the nearest is used).
+            voxel_size (float): metres; the region's down-sampling grid.
+            target_frame (str): the regions' frame; "": the camera frame. Reached through
+                `pose_lookup`; without one the regions stay in the camera frame (and
+                region_status says so).
+            pose_lookup (callable(camera_frame, stamp) -> (4x4 camera-to-target, target frame)
+                | None): e.g. tf2, or `cached_pose` (poses given to `set_camera_pose`);
+                raises LookupError with the reason when it has no pose.
         """
         from lisa_model import Conversation
 
@@ -222,6 +340,16 @@ class Pipeline:
         self._latest: Frame | None = None
         self._encoded: Frame | None = None
         self._reset_pending = False
+        self.min_depth = float(min_depth)
+        self.max_depth = float(max_depth)
+        self.mask_erosion = int(mask_erosion)
+        self.max_depth_skew = float(max_depth_skew)
+        self.voxel_size = float(voxel_size)
+        self.target_frame = str(target_frame)
+        self.pose_lookup = pose_lookup
+        self._depths = StampCache()
+        self._camera_infos = StampCache()
+        self._poses = StampCache()
 
     @classmethod
     def from_parameters(cls, params: dict, logger=None) -> "Pipeline":
@@ -273,10 +401,11 @@ class Pipeline:
             keep_conversation=values["keep_conversation"],
             conversation_template=values["conversation_template"],
             logger=logger,
+            **{name: values[name] for name in GEOMETRY_PARAMETERS},
         )
 
     # --- inputs ---------------------------------------------------------------------
-    def set_frame(self, image, stamp: int, frame_id: str = "") -> Frame:
+    def set_frame(self, image, stamp: int, frame_id: str = "", **geometry) -> Frame:
         """Cache the newest camera frame (replacing the previous one).
 
         Arguments:
@@ -284,8 +413,10 @@ class Pipeline:
                 decodes it (called only if a command needs this frame).
             stamp (int): the image's stamp, nanoseconds.
             frame_id (str): its coordinate frame.
+            **geometry: the frame's own depth, depth_frame_id, intrinsics, pose and
+                target_frame (see Frame); without depth the cached ones are matched by stamp.
         """
-        frame = Frame(stamp=int(stamp), frame_id=frame_id)
+        frame = Frame(stamp=int(stamp), frame_id=frame_id, **geometry)
         if callable(image):
             frame.decode = image
         else:
@@ -300,6 +431,49 @@ class Pipeline:
         with self._lock:
             self._latest = frame
         return frame
+
+    def set_depth(self, depth, stamp: int, frame_id: str = "") -> Stamped:
+        """Cache a depth image registered to the camera images (the newest few are kept).
+
+        Arguments:
+            depth (ndarray float32 [h,w] | callable): metres (NaN or 0 where invalid), or a
+                function returning them (called only if a command needs this depth); a
+                ValueError it raises makes this depth unusable, with that reason.
+            stamp (int): its stamp, nanoseconds.
+            frame_id (str): its optical frame (the regions' frame without a target_frame).
+        """
+        item = Stamped(int(stamp), frame_id)
+        if callable(depth):
+            item.decode = depth
+        else:
+            item.value = depth
+        return self._depths.put(item)
+
+    def set_camera_info(self, intrinsics, stamp: int, frame_id: str = "", error: str = "") -> Stamped:
+        """Cache the intrinsics of the depth image (lisa_ros.geometry.CameraIntrinsics), or
+        `error` saying why a camera_info message was unusable."""
+        return self._camera_infos.put(Stamped(int(stamp), frame_id, value=intrinsics, error=error))
+
+    def set_camera_pose(self, pose, stamp: int, target_frame: str) -> Stamped:
+        """Cache a camera pose: the 4x4 camera-to-`target_frame` transform at `stamp`
+        (used by `cached_pose`)."""
+        return self._poses.put(Stamped(int(stamp), target_frame, value=np.asarray(pose, dtype=np.float64)))
+
+    def cached_pose(self, camera_frame: str, stamp: int) -> tuple[np.ndarray, str]:
+        """A `pose_lookup` over the poses given to `set_camera_pose`: the nearest by stamp.
+
+        Raises LookupError when none was received, it is too far from `stamp`
+        (max_depth_skew), or it is in another frame than target_frame.
+        """
+        item = self._poses.nearest(int(stamp))
+        if item is None:
+            raise LookupError("no camera pose received yet (pose_topic)")
+        if self.target_frame and item.frame_id != self.target_frame:
+            raise LookupError(f"the camera poses are in {item.frame_id!r}, not target_frame {self.target_frame!r}")
+        message = _skew_error("camera pose", item, stamp, self.max_depth_skew)
+        if message:
+            raise LookupError(message)
+        return item.value, item.frame_id
 
     @property
     def latest_frame(self) -> Frame | None:
@@ -416,8 +590,11 @@ class Pipeline:
             self.conversation.reset()
             prediction = self.predictor.predict(command, self.conversation)
         timings.update(prediction.timings)
-        timings["total"] = time.perf_counter() - start
         masks = np.asarray(prediction.masks, dtype=bool)
+        region_start = time.perf_counter()
+        regions, region_frame, region_status = self.regions(frame, rgb, masks)
+        timings["regions"] = time.perf_counter() - region_start
+        timings["total"] = time.perf_counter() - start
         result = Result(
             command_id=command_id,
             command=command,
@@ -431,9 +608,126 @@ class Pipeline:
             boxes=mask_boxes(masks),
             timings=timings,
             image=rgb,
+            regions=regions,
+            region_frame=region_frame,
+            region_status=region_status,
         )
         report(Stage.DONE, result.answer)
         return result
+
+    # --- 3D regions -----------------------------------------------------------------
+    def regions(self, frame: Frame, rgb: np.ndarray, masks: np.ndarray) -> tuple[list, str, str]:
+        """The 3D region of each mask; never raises.
+
+        Returns:
+            (regions, region_frame, region_status): one TargetRegion or None per mask (an
+            empty list when no region was computed), the frame of their coordinates, and
+            why regions are missing ("" when every mask has one).
+        """
+        if masks.shape[0] == 0:
+            return [], "", NO_MASK
+        try:
+            inputs, status = self._region_inputs(frame, rgb)
+            if inputs is None:
+                return [], "", f"no 3D region: {status}"
+            depth, intrinsics, pose, region_frame = inputs
+            from . import geometry
+
+            regions, reasons = [], [status] if status else []
+            for index, mask in enumerate(masks):
+                points = geometry.backproject_mask(
+                    mask, depth, intrinsics, self.min_depth, self.max_depth, self.mask_erosion
+                )
+                region = None
+                if len(points) == 0:
+                    reasons.append(f"mask {index}: no valid depth under the mask")
+                else:
+                    if pose is not None:
+                        points = geometry.transform_points(points, pose)
+                    region = geometry.extract_region(points, voxel_size=self.voxel_size)
+                    if region is None:
+                        reasons.append(f"mask {index}: no consistent cluster in its {len(points)} depth points")
+                regions.append(region)
+            if all(region is None for region in regions):
+                regions = []
+            return regions, region_frame, "; ".join(reasons)
+        except Exception as error:  # a geometry failure must not lose the 2D answer
+            self.logger.error(f"3D region failed: {traceback.format_exc()}")
+            return [], "", f"no 3D region: failed: {type(error).__name__}: {error}"
+
+    def _region_inputs(self, frame: Frame, rgb: np.ndarray):
+        """((depth, intrinsics, pose | None, region frame), note) for `frame`, or (None, reason)."""
+        if frame.depth is not None:  # the frame brings its own (bag evaluator, datasets)
+            depth_item = Stamped(frame.stamp, frame.depth_frame_id or frame.frame_id)
+            if callable(frame.depth):
+                depth_item.decode = frame.depth
+            else:
+                depth_item.value = frame.depth
+            if frame.intrinsics is None:
+                return None, "the frame has depth but no intrinsics"
+            info_item = Stamped(frame.stamp, depth_item.frame_id, value=frame.intrinsics)
+        else:
+            depth_item = self._depths.nearest(frame.stamp)
+            if depth_item is None:
+                return None, "no depth image received (depth_topic)"
+            info_item = self._camera_infos.nearest(frame.stamp)
+            if info_item is None:
+                return None, "no camera_info received (camera_info_topic)"
+            for what, item in (("depth image", depth_item), ("camera_info", info_item)):
+                message = _skew_error(what, item, frame.stamp, self.max_depth_skew)
+                if message:
+                    return None, message
+        try:
+            depth = np.asarray(depth_item.get(), dtype=np.float32)
+        except ValueError as error:
+            return None, f"invalid depth image: {error}"
+        try:
+            intrinsics = info_item.get()
+        except ValueError as error:
+            return None, f"invalid camera_info: {error}"
+        if depth.ndim != 2 or depth.size == 0:
+            return None, f"invalid depth image: expected a 2D array, got shape {depth.shape}"
+        height, width = depth.shape
+        image_height, image_width = rgb.shape[:2]
+        if abs(width * image_height - height * image_width) > 0.01 * width * image_height:
+            return None, (
+                f"the depth image ({width}x{height}) and the image ({image_width}x{image_height}) "
+                "have different aspect ratios: depth must be registered to the image"
+            )
+        if not (intrinsics.width > 0 and intrinsics.height > 0 and intrinsics.fx > 0 and intrinsics.fy > 0):
+            return None, "invalid camera_info: no calibration (zero K or size)"
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            if abs(intrinsics.width * height - intrinsics.height * width) > 0.01 * intrinsics.width * height:
+                return None, (
+                    f"camera_info is for {intrinsics.width}x{intrinsics.height} images, "
+                    f"the depth image is {width}x{height} (another aspect ratio)"
+                )
+            intrinsics = intrinsics.scaled(width, height)
+        camera_frame = depth_item.frame_id or frame.frame_id
+        if frame.depth is not None:
+            if frame.pose is None:
+                return (depth, intrinsics, None, camera_frame), ""
+            pose, region_frame = np.asarray(frame.pose, dtype=np.float64), frame.target_frame
+        elif self.pose_lookup is not None:
+            try:
+                pose, region_frame = self.pose_lookup(camera_frame, frame.stamp)
+            except LookupError as error:
+                target = self.target_frame or "the target frame"
+                return None, f"no camera pose in {target} for the image: {error}"
+            pose = np.asarray(pose, dtype=np.float64)
+        else:
+            note = ""
+            if self.target_frame and self.target_frame != camera_frame:
+                note = (
+                    f"target_frame {self.target_frame!r} is unreachable (no tf2_ros and no pose_topic): "
+                    f"regions are in the camera frame {camera_frame!r}"
+                )
+            return (depth, intrinsics, None, camera_frame), note
+        from . import geometry
+
+        if not geometry.is_valid_pose(pose):
+            return None, "the camera pose is invalid (not a finite rigid transform)"
+        return (depth, intrinsics, pose, region_frame), ""
 
     def _canceled(self, command_id, command, stamp, frame) -> Result:
         self.logger.info(f"command {command_id} {_quote(command)}: canceled")

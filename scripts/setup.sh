@@ -15,7 +15,7 @@ log() { echo "[setup] $*"; }
 # --- System packages ---------------------------------------------------------
 # Debian packages the project needs. Later work extends this list
 # (e.g. libusb-1.0-0 for open3d). Space-separated.
-SYSTEM_PACKAGES="cmake g++"  # cmake g++: building the lisa_ros interfaces with colcon
+SYSTEM_PACKAGES="cmake g++ libusb-1.0-0"  # cmake g++: building the lisa_ros interfaces with colcon; libusb-1.0-0: open3d imports it
 
 missing=()
 for pkg in $SYSTEM_PACKAGES; do

@@ -29,6 +29,14 @@ EXPECTED = {
     "max_command_length": 1000,
     "keep_conversation": True,
     "publish_overlay": True,
+    "depth_scale": 1000.0,
+    "min_depth": 0.1,
+    "max_depth": 10.0,
+    "mask_erosion": 2,
+    "max_depth_skew": 0.05,
+    "target_frame": "",
+    "pose_topic": "",
+    "voxel_size": 0.01,
 }
 
 
@@ -68,6 +76,12 @@ def test_choices_and_ranges():
         "queue_size": (1, 1024),
         "max_image_age": (0.0, 3600.0),
         "max_command_length": (1, 100000),
+        "depth_scale": (0.001, 1000000.0),
+        "min_depth": (0.0, 1000.0),
+        "max_depth": (0.0, 1000.0),
+        "mask_erosion": (0, 100),
+        "max_depth_skew": (0.0, 3600.0),
+        "voxel_size": (0.001, 1.0),
     }
     assert spec("device").constraints == "one of 'auto', 'cpu', 'cuda'"
     assert spec("max_new_tokens").constraints == "in [1, 4096]"
