@@ -35,7 +35,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout"],
-        "training": ["peft", "tensorboard"],
+        "training": ["peft", "tensorboard", "pycocotools"],
         "ros": ["rosbags"],
         # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
         "quantization": ["bitsandbytes"],

@@ -64,8 +64,8 @@ else
 fi
 
 # --- The project ---------------------------------------------------------------
-log "installing lisa-ros-model (editable, with dev extras)"
-(cd "$ROOT" && "${PIP[@]}" install -q -e ".[dev]")
+log "installing lisa-ros-model (editable, with dev and training extras)"
+(cd "$ROOT" && "${PIP[@]}" install -q -e ".[dev,training]")
 
 # --- ROS 2 (Kilted wheels from PyPI) and the lisa_ros package ---------------------
 # The wheels give rclpy and the message packages; the generators, ament and colcon
