@@ -10,7 +10,9 @@ setup(
     name="lisa-ros-model",
     version="0.1.0",
     description="LISA reasoning segmentation (multimodal LLaMA + SAM) for robots, ROS-free model package",
-    packages=find_packages(include=["lisa_model", "lisa_model.*", "training", "training.*"]),
+    # lisa_ros (the hand-written ROS-free modules; colcon installs the same folder merged with the
+    # generated interfaces) makes `lisa-eval-bag` importable without a ROS install.
+    packages=find_packages(include=["lisa_model", "lisa_model.*", "training", "training.*", "lisa_ros"]),
     python_requires=">=3.10",
     install_requires=[
         # torch is installed first, pinned, by scripts/setup.sh (a local CPU wheel);
@@ -32,17 +34,21 @@ setup(
         # evaluators); open3d needs the system library libusb-1.0-0 (scripts/setup.sh).
         "open3d-cpu",
         "opencv-python-headless",
+        # lisa_ros.bag_eval (lisa-eval-bag): rosbag2 (sqlite3, mcap) without ROS; report plots.
+        "rosbags",
+        "matplotlib",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout"],
         "training": ["peft", "tensorboard", "pycocotools"],
-        "ros": ["rosbags"],
         # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
         "quantization": ["bitsandbytes"],
     },
     entry_points={
         "console_scripts": [
             "lisa-demo = lisa_model.demo:main",
+            "lisa-eval-bag = lisa_ros.bag_eval:main",
+            "lisa-demo-bag = lisa_ros.demo_bag:main",
         ],
     },
 )

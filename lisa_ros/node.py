@@ -445,20 +445,10 @@ class LisaNode(LifecycleNode):
         if not publishers:
             return
         try:
-            publishers["result"].publish(messages.result_to_msg(result))
-            if result.status == Status.ERROR:
-                return
-            publishers["explanation"].publish(messages.explanation_msg(result))
-            mask = messages.union_mask_msg(result)
-            if mask is not None:
-                publishers["mask"].publish(mask)
-            if self._param("publish_overlay"):
-                overlay = messages.overlay_msg(result)
-                if overlay is not None:
-                    publishers["overlay"].publish(overlay)
-            # Every answer replaces the 3D outputs: an empty cloud and no markers when it has no region.
-            publishers["target_cloud"].publish(messages.target_cloud_msg(result))
-            publishers["markers"].publish(messages.markers_msg(result))
+            # Which messages a result gets (and their content) is lisa_ros.message_fields'
+            # decision, shared with the bag evaluator.
+            for name, msg in messages.result_messages(result, self._param("publish_overlay")):
+                publishers[name].publish(msg)
         except Exception as error:  # e.g. a publisher destroyed by a concurrent cleanup
             self.get_logger().error(f"cannot publish the result of command {result.command_id}: {error}")
 
