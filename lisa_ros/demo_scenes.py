@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from lisa_ros.geometry import CameraIntrinsics
+from lisa_ros.geometry import CameraIntrinsics, look_at
 
 __all__ = [
     "CATEGORIES",
@@ -320,19 +320,6 @@ class Frame:
     depth: np.ndarray
     labels: np.ndarray
     pose: np.ndarray
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world 4x4 of a camera at `eye` looking at `target` (optical frame: x right, y down, z forward)."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    forward = target - eye
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, eye
-    return pose
 
 
 # Intents: commands that need reasoning about the objects.

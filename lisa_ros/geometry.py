@@ -222,6 +222,19 @@ def is_valid_pose(pose) -> bool:
     return bool(np.allclose(pose[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6) and abs(np.linalg.det(pose[:3, :3]) - 1.0) < 1e-3)
 
 
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """Camera-to-world 4x4 of a camera at `eye` looking at `target` (optical frame: x right, y down, z forward)."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    forward = target - eye
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, eye
+    return pose
+
+
 def transform_points(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """`transform` (4x4, e.g. camera-to-world) applied to points [N, 3].
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lisa_ros.geometry import CameraIntrinsics
+from lisa_ros.geometry import CameraIntrinsics, look_at
 
 # ScanNet-like cameras: the depth camera's usual intrinsics; the colour camera is the
 # same camera at 1296x968 (ScanNet's colour and depth are registered up to resolution).
@@ -184,19 +184,6 @@ class Scene:
             t, _ = self.cast(np.broadcast_to(eye, samples.shape), samples - eye)
             seen |= in_image & (t >= 1 - 1e-4)
         return samples[seen]
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """Camera-to-world 4x4 of a camera at `eye` looking at `target` (optical frame: x right, y down, z forward)."""
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    forward = target - eye
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, forward, eye
-    return pose
 
 
 def orbit(target, radius: float, height: float, azimuths_deg) -> list[np.ndarray]:
