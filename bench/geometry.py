@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import at_least
 from lisa_ros.geometry import (
     CameraIntrinsics,
     RegionFusion,
@@ -191,16 +192,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.geometry",
@@ -213,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0.05, 0.25],
         help="mask sizes, as fractions of the frame (default: 0.05, a typical object, and 0.25)",
     )
-    parser.add_argument("--warmup", type=_count(0), default=5, help="untimed runs first")
-    parser.add_argument("--repeats", type=_count(1), default=50, help="timed runs; medians are reported")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed runs first")
+    parser.add_argument("--repeats", type=at_least(1), default=50, help="timed runs; medians are reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the depth noise")
     parser.add_argument("--output", type=Path, default=Path("outputs/bench/geometry.json"), help="JSON path")
     return parser

@@ -53,6 +53,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from bench import at_least
 from lisa_model import Conversation, LisaModel, LisaPredictor, build_lisa, build_lisa_tiny
 from lisa_model.config import LisaConfig, config_7b, config_13b
 from lisa_model.demo import synthetic_scene
@@ -363,16 +364,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.latency",
@@ -382,10 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", choices=SIZES, default="tiny", help="model size; 7b/13b use the real shapes with random weights")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on cuda, fp32 on cpu")
-    parser.add_argument("--new-tokens", type=_count(1), default=32, help="tokens generated per answer (EOS disabled)")
+    parser.add_argument("--new-tokens", type=at_least(1), default=32, help="tokens generated per answer (EOS disabled)")
     parser.add_argument("--image-size", type=parse_image_size, default=(480, 640), help="camera frame HxW (default 480x640)")
-    parser.add_argument("--warmup", type=_count(0), default=2, help="untimed runs first")
-    parser.add_argument("--repeats", type=_count(1), default=10, help="timed runs; medians are reported")
+    parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed runs first")
+    parser.add_argument("--repeats", type=at_least(1), default=10, help="timed runs; medians are reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default outputs/bench/latency_<size>_<device>.json)")
     return parser
