@@ -40,7 +40,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout"],
-        "training": ["peft", "tensorboard", "pycocotools"],
+        "training": ["peft", "tensorboard", "pycocotools", "deepspeed"],
         # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
         "quantization": ["bitsandbytes"],
     },

@@ -10,6 +10,7 @@ parsed as YAML scalars (`1e-3`, `true`, `null`, `[0.9, 0.95]`).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 import yaml
@@ -52,7 +53,7 @@ class OptimSection:
 
 @dataclass
 class TrainSection:
-    output_dir: str = "runs/default"
+    output_dir: str = "outputs/runs/default"
     steps: int = 5000  # optimizer steps in total (reference: 10 epochs x 500)
     batch_size: int = 2  # images per device per micro-batch
     grad_accum: int = 10
@@ -99,8 +100,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _coerce(value, hint, where: str):
+    """YAML reads `3e-4` (no dot) as a string: convert strings for numeric fields."""
+    if not isinstance(value, str):
+        return float(value) if hint is float and isinstance(value, int) and not isinstance(value, bool) else value
+    args = typing.get_args(hint) or (hint,)
+    for kind in (int, float):
+        if kind in args:
+            try:
+                return kind(value)
+            except ValueError:
+                if kind is float or float not in args:
+                    raise ValueError(f"{where} must be a number, got {value!r}") from None
+    return value
+
+
 def _build(cls, values: dict, where: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown config keys in {where or 'top level'}: {unknown}; known: {sorted(known)}")
@@ -114,7 +131,7 @@ def _build(cls, values: dict, where: str):
         elif isinstance(default, tuple):
             kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, hints[name], where + name)
     return cls(**kwargs)
 
 

@@ -1,0 +1,508 @@
+"""LISA fine-tuning: `python -m training.train --config training/configs/<name>.yaml key=value ...`.
+
+The paper's recipe (§4.2 and the reference's train_ds.py): LoRA on the LLM's q/v
+projections plus fully trained embeddings, lm_head, SAM mask decoder and [SEG] head
+(training.lora); loss 1.0 CE + 2.0 BCE + 0.5 Dice (lisa_model.losses); AdamW
+(3e-4, betas 0.9/0.95, weight decay 0); linear warm-up over 100 steps, then linear
+decay to 0; gradient clipping 1.0; gradient accumulation; bf16 autocast on CUDA.
+
+A run folder (`train.output_dir`) holds the resolved config, metrics.jsonl (and
+TensorBoard events when tensorboard is installed), step checkpoints with everything
+needed to continue bit-for-bit (training.checkpoints) and the best checkpoint by val
+gIoU. Starting a run in a folder that has checkpoints resumes from the newest.
+
+Engines (`dist.engine`): "none" (one process), "ddp" (`torchrun --nproc_per_node=N`,
+gloo on CPU, nccl on GPUs) and "deepspeed" (ZeRO stage `dist.zero_stage`, under
+torchrun or the deepspeed launcher). "auto" picks ddp under torchrun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import yaml
+
+from lisa_model.losses import LossWeights
+
+from . import checkpoints as ckpt
+from . import distributed as dist_utils
+from .config import TrainConfig, load_config
+from .lora import apply_lora, load_trainable_state_dict, trainable_state_dict
+
+# The reference's loss weights, passed explicitly: its model class has no defaults,
+# which is why fine-tuning a released checkpoint crashes there.
+LOSS_WEIGHTS = LossWeights(ce=1.0, bce=2.0, dice=0.5)
+LOSS_NAMES = ("total", "ce", "bce", "dice")
+
+
+# Model.
+
+
+def build_model(config: TrainConfig, device: torch.device):
+    """The LISA model with LoRA applied and the recipe's parameters trainable.
+
+    Returns (model, tokenizer, tuner): `tuner` is peft's LoraModel around `model`
+    (for merging). Trainable parameters are fp32 (master weights); with
+    `model.frozen_dtype: bf16` the frozen ones are stored in bf16.
+    """
+    section = config.model
+    if section.source in ("tiny", "tiny_llava15"):
+        from lisa_model import lisa_model_registry
+
+        model, tokenizer = lisa_model_registry[section.source](seed=section.seed)
+    else:
+        from lisa_model import load_lisa
+
+        model, tokenizer = load_lisa(section.source, vision_tower=section.vision_tower, precision="fp32")
+    model = model.float()
+    tuner = apply_lora(model, config.lora)
+    if section.frozen_dtype:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[section.frozen_dtype]
+        for param in model.parameters():
+            if not param.requires_grad:
+                param.data = param.data.to(dtype)
+    set_gradient_checkpointing(model, section.gradient_checkpointing)
+    return model.to(device), tokenizer, tuner
+
+
+def set_gradient_checkpointing(model, enabled: bool) -> None:
+    """Recompute the LLM's decoder layers in backward (activation checkpointing) or not.
+
+    Non-reentrant checkpointing: it needs no input that requires grad (with LoRA the
+    layers' inputs may not) and works with DDP. Applies in train mode only.
+    """
+    if enabled:
+        model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.language_model.activation_checkpointing_disable()
+
+
+# Data.
+
+
+def reason_seg_root(config: TrainConfig) -> str:
+    return config.data.reason_seg_root or os.path.join(config.data.root, "reason_seg", "ReasonSeg")
+
+
+def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
+    """The training set of `data.kind`: the paper's mixture, ReasonSeg train, or its ScanNet portion."""
+    from .data.reason_seg import ReasonSegDataset
+
+    data = config.data
+    seed = config.train.seed
+    if data.kind in ("reason_seg", "scannet"):
+        return ReasonSegDataset(reason_seg_root(config), "train", portion="scannet" if data.kind == "scannet" else "all",
+                                explanatory_ratio=data.explanatory_ratio, use_im_start_end=use_im_start_end, seed=seed)
+    if data.kind != "mixture":
+        raise ValueError(f"data.kind must be mixture, reason_seg or scannet, got {data.kind!r}")
+    from .data.mixture import build_mixture
+
+    reason = None
+    if "reason_seg" in data.dataset:
+        reason = ReasonSegDataset(reason_seg_root(config), "train", explanatory_ratio=data.explanatory_ratio,
+                                  use_im_start_end=use_im_start_end, seed=seed)
+    samples = data.samples_per_epoch or 500 * config.train.batch_size * config.train.grad_accum
+    return build_mixture(data.root, data.dataset, data.sample_rates, data.sem_seg_data, data.refer_seg_data,
+                         reason_seg=reason, samples_per_epoch=samples, use_im_start_end=use_im_start_end, seed=seed)
+
+
+def build_eval_tasks(config: TrainConfig, use_im_start_end: bool) -> list:
+    from .data.reason_seg import ReasonSegDataset
+    from .evaluate import REASON_SEG_GROUPS, EvalTask, reason_seg_groups
+
+    portion = config.eval.portion or ("scannet" if config.data.kind == "scannet" else "all")
+    dataset = ReasonSegDataset(reason_seg_root(config), config.eval.split, portion=portion, train=False,
+                               use_im_start_end=use_im_start_end)
+    return [EvalTask(f"reason_seg/{config.eval.split}", dataset, REASON_SEG_GROUPS, reason_seg_groups, config.eval.limit)]
+
+
+class ResumableSampler:
+    """Micro-batches of dataset indices for one rank, resumable at any micro-batch.
+
+    Epoch e shuffles with a generator seeded by (seed, e) only, so the order is known
+    again after a restart; rank r takes every W-th index of the shuffle (the tail that
+    does not split evenly is dropped, so all ranks run the same number of steps).
+    State: {"epoch", "batch"}, the next micro-batch to hand out.
+    """
+
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.length, self.batch_size, self.rank, self.world_size, self.seed = length, batch_size, rank, world_size, seed
+        self.batches_per_epoch = (length // world_size) // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"{length} samples cannot fill a batch of {batch_size} on each of {world_size} ranks")
+        self.epoch, self.batch = 0, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def epoch_batches(self) -> list[list[int]]:
+        """The remaining micro-batches of the current epoch."""
+        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.length, generator=generator).tolist()
+        mine = order[self.rank : (self.length // self.world_size) * self.world_size : self.world_size]
+        batches = [mine[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
+        return batches[self.batch :]
+
+    def advance(self) -> None:
+        self.batch += 1
+        if self.batch == self.batches_per_epoch:
+            self.epoch, self.batch = self.epoch + 1, 0
+
+
+def micro_batches(dataset, sampler: ResumableSampler, collate, num_workers: int):
+    """Endless stream of collated micro-batches in the sampler's order, from its current position.
+
+    `sampler.advance()` runs before each batch is handed out, so the sampler's state
+    always names the next batch (what a checkpoint must record).
+    """
+    from torch.utils.data import DataLoader
+
+    while True:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(sampler.epoch)
+        # A private generator: the loader must not draw from the global torch RNG, or a
+        # resumed run (which creates one loader more) would see other dropout masks.
+        loader = DataLoader(dataset, batch_sampler=sampler.epoch_batches(), collate_fn=collate,
+                            num_workers=num_workers, generator=torch.Generator().manual_seed(sampler.epoch))
+        for batch in loader:
+            # Advance before handing the batch out: a checkpoint taken after this step
+            # must point at the next batch.
+            sampler.advance()
+            yield batch
+
+
+# Optimisation.
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """LambdaLR: lr * (s + 1) / (warmup + 1) for the first `warmup_steps` steps s, then
+    linearly from lr to 0 at `total_steps` (the reference's DeepSpeed WarmupDecayLR,
+    linear warm-up; starting at lr / (warmup + 1) instead of 0 so step 0 is not wasted)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    from .data.collate import forward_kwargs
+
+    moved = {}
+    for key, value in forward_kwargs(batch).items():
+        if torch.is_tensor(value):
+            moved[key] = value.to(device, non_blocking=True)
+        elif key == "gt_masks":
+            moved[key] = [mask.to(device, non_blocking=True) for mask in value]
+        else:
+            moved[key] = value
+    return moved
+
+
+class Trainer:
+    """One training run: builds everything from a TrainConfig, then `fit()`."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        train = config.train
+        self.rank, self.world_size, device = dist_utils.init_distributed(config.dist.backend)
+        self.device = torch.device(train.device) if train.device else device
+        engine = config.dist.engine
+        self.engine = ("ddp" if self.world_size > 1 else "none") if engine == "auto" else engine
+        if self.engine not in ("none", "ddp", "deepspeed"):
+            raise ValueError(f"dist.engine must be auto, none, ddp or deepspeed, got {engine!r}")
+        precision = train.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+        self.run_dir = Path(train.output_dir)
+
+        torch.manual_seed(train.seed)  # the same LoRA initialisation on every rank
+        if config.data.generate_mini and self.rank == 0:
+            from .mini_data import make_mini_data
+
+            make_mini_data(config.data.root)
+        dist_utils.barrier()
+        self.model, self.tokenizer, self.tuner = build_model(config, self.device)
+        use_im_start_end = self.model.config.mm_use_im_start_end
+        self.dataset = build_train_dataset(config, use_im_start_end)
+        self.eval_tasks = build_eval_tasks(config, use_im_start_end) if config.eval.every or config.eval.at_start else []
+        self.sampler = ResumableSampler(len(self.dataset), train.batch_size, self.rank, self.world_size, train.seed)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        self.scheduler = linear_warmup_decay(self.optimizer, optim.warmup_steps, train.steps)
+        self._seg_params = [p for n, p in self.model.named_parameters()
+                            if p.requires_grad and n.startswith(("visual_model.mask_decoder.", "text_hidden_fcs."))]
+        self.wrapped = self._wrap()
+        self.step = 0
+        self.best = {"giou": -math.inf, "step": None}
+        self.writer = None
+
+    # Engines.
+
+    def _wrap(self):
+        if self.engine == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(self.model, device_ids=ids,
+                                           find_unused_parameters=self.config.dist.find_unused_parameters)
+        if self.engine == "deepspeed":
+            import deepspeed
+
+            train = self.config.train
+            ds_config = {
+                "train_micro_batch_size_per_gpu": train.batch_size,
+                "gradient_accumulation_steps": train.grad_accum,
+                "gradient_clipping": self.config.optim.max_grad_norm,
+                "zero_optimization": {"stage": self.config.dist.zero_stage, "contiguous_gradients": True,
+                                      "overlap_comm": self.device.type == "cuda"},
+                "bf16": {"enabled": self.autocast_dtype is torch.bfloat16},
+                "steps_per_print": 10**9,
+                # Our torch AdamW (the reference's optimiser settings) rather than DeepSpeed's fused one.
+                "zero_allow_untested_optimizer": True,
+            }
+            engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_config)
+            return engine
+        return self.model
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # State.
+
+    def state_dict(self) -> dict:
+        state = {
+            "step": self.step,
+            "model": trainable_state_dict(self.model),
+            "sampler": self.sampler.state_dict(),
+            # Every rank's generators (dropout draws differ across ranks), gathered to rank 0.
+            "rng": dist_utils.gather_lists([ckpt.rng_state()]),
+            "best": dict(self.best),
+            "world_size": self.world_size,
+        }
+        if self.engine != "deepspeed":  # DeepSpeed keeps its (partitioned) optimizer in its own checkpoint
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def save(self) -> None:
+        path = ckpt.step_dir(self.run_dir, self.step)
+        if self.engine == "deepspeed":
+            self.wrapped.save_checkpoint(str(path.with_name(path.name + ".ds")), tag="state")
+        state = self.state_dict()  # a collective (RNG gathering): every rank calls it
+        if self.rank == 0:
+            ckpt.save_state(path, state)
+            ckpt.prune(self.run_dir, self.config.train.keep_last)
+        dist_utils.barrier()
+
+    def resume(self, path: Path) -> None:
+        state = ckpt.load_state(path)
+        if state["world_size"] != self.world_size:
+            raise ValueError(f"{path} was written by {state['world_size']} ranks; this run has {self.world_size}")
+        load_trainable_state_dict(self.model, state["model"])
+        if self.engine == "deepspeed":
+            self.wrapped.load_checkpoint(str(path.with_name(path.name + ".ds")), tag="state")
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.best = state["best"]
+        ckpt.set_rng_state(state["rng"][self.rank])
+        if self.rank == 0:
+            self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        # Records written after the checkpoint by the interrupted process are redone.
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            import json
+
+            lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in lines))
+
+    # Logging and evaluation.
+
+    def log(self, record: dict) -> None:
+        if self.rank != 0:
+            return
+        ckpt.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def evaluate(self) -> dict:
+        """Val gIoU/cIoU with training.evaluate's protocol, over all ranks; keeps the best checkpoint."""
+        from .evaluate import run as run_evaluation
+
+        self.model.eval()
+        with self._autocast():
+            results = run_evaluation(self.model, self.tokenizer, self.eval_tasks, self.rank, self.world_size,
+                                     self.device, self.config.eval.batch_size)
+        self.model.train()
+        metrics = results["metrics"][self.eval_tasks[0].name]["overall"]
+        record = {"step": self.step, "val/giou": metrics["giou"], "val/ciou": metrics["ciou"]}
+        self.log(record)
+        if metrics["giou"] > self.best["giou"]:
+            self.best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "step": self.step}
+            if self.rank == 0:
+                ckpt.save_state(self.run_dir / "best", {"step": self.step, "model": trainable_state_dict(self.model),
+                                                        "metrics": results["metrics"]})
+                (self.run_dir / "best" / "best.json").write_text(yaml.safe_dump(self.best))
+        return record
+
+    # The loop.
+
+    def _seg_path_anchor(self) -> torch.Tensor | float:
+        """0 * (sum of the [SEG]-path weights), added to the loss.
+
+        A micro-batch without any [SEG] (VQA, text-only explanatory answers) never
+        reaches SAM's mask decoder or text_hidden_fcs, so they get no gradient on that
+        rank, and DDP or ZeRO-2, which reduce every trainable parameter's gradient as it
+        becomes ready, then mismatch their collectives across ranks. The anchor gives them
+        an exact zero gradient (what the reference's optimiser sees for them too) at the
+        cost of one sum over small modules.
+        """
+        if self.world_size == 1:
+            return 0.0
+        return sum(p.sum() for p in self._seg_params) * 0.0
+
+    def train_step(self, batches) -> dict:
+        """One optimizer step over `grad_accum` micro-batches; returns rank-averaged losses."""
+        accum = self.config.train.grad_accum
+        sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
+        grad_norm = None
+        for micro in range(accum):
+            batch = _to_device(next(batches), self.device)
+            last = micro == accum - 1
+            # DDP: all-reduce gradients only on the last micro-batch.
+            sync = self.wrapped.no_sync() if self.engine == "ddp" and not last else nullcontext()
+            with sync:
+                with self._autocast():
+                    loss = self.wrapped(**batch, loss_weights=LOSS_WEIGHTS).loss
+                total = loss.total + self._seg_path_anchor()
+                if self.engine == "deepspeed":
+                    self.wrapped.backward(total)  # DeepSpeed scales by accumulation itself
+                    self.wrapped.step()
+                else:
+                    (total / accum).backward()
+            sums += torch.tensor([getattr(loss, name).item() for name in LOSS_NAMES], dtype=torch.float64)
+        if self.engine == "deepspeed":
+            grad_norm = self.wrapped.get_global_grad_norm()
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.max_grad_norm).item()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        sums = dist_utils.all_reduce_sums({name: float(v) for name, v in zip(LOSS_NAMES, sums)})
+        self.step += 1
+        record = {"step": self.step, **{f"loss/{name}": sums[name] / (accum * self.world_size) for name in LOSS_NAMES}}
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        if grad_norm is not None:
+            record["grad_norm"] = float(grad_norm)
+        return record
+
+    def fit(self) -> list[dict]:
+        """Train to `train.steps` (or `max_steps_this_run` more); returns this process's step records."""
+        train = self.config.train
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        latest = ckpt.latest_checkpoint(self.run_dir) if train.resume else None
+        if latest is not None:
+            self.resume(latest)
+        if self.rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+            except ImportError:
+                self.writer = None
+            print(f"[train] {self.engine} x{self.world_size} on {self.device}; "
+                  f"{sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trainable parameters; "
+                  f"{'resumed at step ' + str(self.step) if latest else 'from scratch'} -> {self.run_dir}",
+                  file=sys.stderr)
+        if self.step == 0 and self.config.eval.at_start and self.eval_tasks:
+            self.evaluate()
+        self.wrapped.train()
+        batches = micro_batches(self.dataset, self.sampler, _collate(self), self.config.data.num_workers)
+        bar = None
+        if train.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=train.steps, initial=self.step, desc="train", file=sys.stderr, dynamic_ncols=True)
+        records, started = [], 0
+        while self.step < train.steps and (train.max_steps_this_run is None or started < train.max_steps_this_run):
+            begin = time.perf_counter()
+            record = self.train_step(batches)
+            record["seconds"] = time.perf_counter() - begin
+            records.append(record)
+            started += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss/total']:.4f}")
+            if self.step % train.log_every == 0 or self.step == train.steps:
+                self.log(record)
+            evaluate_now = self.eval_tasks and self.config.eval.every and (
+                self.step % self.config.eval.every == 0 or self.step == train.steps)
+            if evaluate_now:
+                self.evaluate()
+            stopping = self.step == train.steps or started == train.max_steps_this_run
+            if self.step % train.save_every == 0 or stopping:
+                self.save()
+        if bar is not None:
+            bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        return records
+
+
+def _collate(trainer: Trainer):
+    from .data.collate import collate_fn
+
+    return collate_fn(trainer.tokenizer, trainer.model.config)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # deepspeed launcher
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    trainer = Trainer(config)
+    try:
+        records = trainer.fit()
+        if trainer.rank == 0 and trainer.best["step"] is not None:
+            print(f"[train] best val gIoU {trainer.best['giou']:.4f} at step {trainer.best['step']}", file=sys.stderr)
+        return records
+    finally:
+        dist_utils.cleanup()
+
+
+if __name__ == "__main__":
+    main()
