@@ -97,3 +97,15 @@ def trained_tiny():
     batch, scenes = synthetic_batch(model, tokenizer)
     history = train(model, batch, steps=150)
     return model, tokenizer, scenes, history
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_checkpoint(trained_tiny, tmp_path_factory):
+    """The trained tiny model saved in the released layout: (model folder, CLIP folder)."""
+    from lisa_model.checkpoint import save_lisa
+
+    model, tokenizer, _, _ = trained_tiny
+    directory = tmp_path_factory.mktemp("trained_tiny")
+    model.vision_tower.save_pretrained(directory / "clip")
+    save_lisa(model, tokenizer, directory / "model", vision_tower=str(directory / "clip"))
+    return directory / "model", directory / "clip"

@@ -12,6 +12,8 @@ session, from the pid, in 1..101).
 import ctypes
 import os
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,3 +105,32 @@ def _preload_libraries() -> None:
         if len(failed) == len(pending):
             raise OSError(f"cannot load {', '.join(p.name for p in failed)}")
         pending = failed
+
+
+@contextmanager
+def spinning_client(home: Path, make_client):
+    """A test client in this process, spinning on its own thread in its own rclpy context.
+
+    Arguments:
+        home (Path): ROS_HOME for `activate`.
+        make_client (callable): context -> an object whose `.node` is an rclpy Node.
+    """
+    activate(home)
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+
+    context = Context()
+    rclpy.init(context=context)
+    client = make_client(context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(client.node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        yield client
+    finally:
+        executor.shutdown()
+        client.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(5)

@@ -40,15 +40,10 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def params(trained_tiny, tmp_path_factory):
+def params(trained_tiny_checkpoint):
     """Node parameters naming the trained tiny model saved as a checkpoint."""
-    from lisa_model.checkpoint import save_lisa
-
-    model, tokenizer, _, _ = trained_tiny
-    directory = tmp_path_factory.mktemp("trained_tiny")
-    model.vision_tower.save_pretrained(directory / "clip")
-    save_lisa(model, tokenizer, directory / "model", vision_tower=str(directory / "clip"))
-    return dict(PARAMS, model_path=str(directory / "model"), vision_tower_path=str(directory / "clip"))
+    model_path, clip_path = trained_tiny_checkpoint
+    return dict(PARAMS, model_path=str(model_path), vision_tower_path=str(clip_path))
 
 
 def depth_meters() -> np.ndarray:

@@ -40,23 +40,8 @@ def ros_home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(ros_home):
     """A test node in this process, spinning on its own thread."""
-    ros_env.activate(ros_home)
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
-
-    context = Context()
-    rclpy.init(context=context)
-    test_client = Client(context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    executor.add_node(test_client.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    yield test_client
-    executor.shutdown()
-    test_client.node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    spinner.join(5)
+    with ros_env.spinning_client(ros_home, Client) as test_client:
+        yield test_client
 
 
 def start_node(ros_home, namespace: str, *parameters: str) -> "NodeProcess":

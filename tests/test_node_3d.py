@@ -56,38 +56,19 @@ def ros_home(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(trained_tiny, tmp_path_factory):
-    """The trained tiny model as a checkpoint folder and its CLIP folder."""
-    from lisa_model.checkpoint import save_lisa
-
-    model, tokenizer, _, _ = trained_tiny
-    directory = tmp_path_factory.mktemp("trained_tiny")
-    model.vision_tower.save_pretrained(directory / "clip")
-    save_lisa(model, tokenizer, directory / "model", vision_tower=str(directory / "clip"))
-    return directory / "model", directory / "clip"
+def checkpoint(trained_tiny_checkpoint):
+    return trained_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def client(ros_home):
-    ros_env.activate(ros_home)
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    def make_client(context):
+        from rclpy.node import Node
 
-    from rclpy.node import Node
+        return Client3D(Node("lisa_3d_test_client", context=context), NAMESPACE)
 
-    context = Context()
-    rclpy.init(context=context)
-    test_client = Client3D(Node("lisa_3d_test_client", context=context), NAMESPACE)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    executor.add_node(test_client.node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    yield test_client
-    executor.shutdown()
-    test_client.node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    spinner.join(5)
+    with ros_env.spinning_client(ros_home, make_client) as test_client:
+        yield test_client
 
 
 @pytest.fixture(scope="module")
