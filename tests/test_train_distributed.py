@@ -47,6 +47,7 @@ report = dict(rank=straight.rank, world=straight.world_size, engine=straight.eng
               resume_diff=float((flat(second) - mine).abs().max()))
 with open({out!r} + f"/rank{{straight.rank}}.json", "w") as handle:
     json.dump(report, handle)
+dist.barrier()
 dist.destroy_process_group()
 """
 

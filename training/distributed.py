@@ -87,4 +87,5 @@ def barrier() -> None:
 
 def cleanup() -> None:
     if is_distributed():
+        dist.barrier()  # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()
