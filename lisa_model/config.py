@@ -51,31 +51,41 @@ class LisaConfig:
         return self.sam_image_size // 16  # SAM's ViT uses 16-pixel patches
 
 
+def _llama(vocab_size: int, hidden: int, intermediate: int, layers: int, heads: int, context: int) -> LlamaConfig:
+    """A LLaMA config with the token ids and norm epsilon every LISA release uses."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=context,
+        rms_norm_eps=1e-6,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+
+
+def _clip(hidden: int, intermediate: int, layers: int, heads: int, image_size: int) -> CLIPVisionConfig:
+    """A CLIP vision config with ViT-L/14's 14-pixel patches."""
+    return CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=14,
+    )
+
+
 def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, projector: str = "linear") -> LisaConfig:
     """A few-MB LISA with the real structure: 2-layer LLaMA (hidden 64), 2-layer CLIP
     with the real patch grid (224 px -> 256 tokens, 336 px -> 576), tiny SAM at 128 px."""
     return LisaConfig(
-        llm=LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=2048,
-            rms_norm_eps=1e-6,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-        ),
-        vision=CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=clip_image_size,
-            patch_size=14,
-        ),
+        llm=_llama(vocab_size, hidden=64, intermediate=128, layers=2, heads=4, context=2048),
+        vision=_clip(hidden=32, intermediate=64, layers=2, heads=2, image_size=clip_image_size),
         seg_token_id=seg_token_id,
         mm_projector_type=projector,
         sam_image_size=128,
@@ -90,39 +100,11 @@ def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, 
     )
 
 
-def _real_size_config(
-    vocab_size: int,
-    seg_token_id: int,
-    hidden_size: int,
-    intermediate_size: int,
-    num_layers: int,
-    num_heads: int,
-    max_positions: int,
-    conversation_template: str,
-) -> LisaConfig:
-    """LISA at a released size: LLaMA as given, CLIP ViT-L/14 at 224 px, linear projector, SAM ViT-H."""
+def _real_size_config(llm: LlamaConfig, seg_token_id: int, conversation_template: str) -> LisaConfig:
+    """LISA at a released size: `llm`, CLIP ViT-L/14 at 224 px, linear projector, SAM ViT-H."""
     return LisaConfig(
-        llm=LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden_size,
-            intermediate_size=intermediate_size,
-            num_hidden_layers=num_layers,
-            num_attention_heads=num_heads,
-            num_key_value_heads=num_heads,
-            max_position_embeddings=max_positions,
-            rms_norm_eps=1e-6,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-        ),
-        vision=CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            image_size=224,
-            patch_size=14,
-        ),
+        llm=llm,
+        vision=_clip(hidden=1024, intermediate=4096, layers=24, heads=16, image_size=224),
         seg_token_id=seg_token_id,
         mm_projector_type="linear",
         conversation_template=conversation_template,
@@ -133,10 +115,10 @@ def _real_size_config(
 def config_7b(vocab_size: int = 32004, seg_token_id: int = 32003) -> LisaConfig:
     """LISA-7B-v1's shapes: LLaMA-7B (LLaVA-Lightning-7B-v1-1), CLIP ViT-L/14 at 224 px,
     linear projector, SAM ViT-H, llava_v1 template. Defaults are the released token ids."""
-    return _real_size_config(vocab_size, seg_token_id, 4096, 11008, 32, 32, 2048, "llava_v1")
+    return _real_size_config(_llama(vocab_size, 4096, 11008, 32, 32, 2048), seg_token_id, "llava_v1")
 
 
 def config_13b(vocab_size: int = 32003, seg_token_id: int = 32000) -> LisaConfig:
     """LISA-13B-llama2-v1's shapes: LLaMA-2-13B (4096-token context), CLIP ViT-L/14 at 224 px,
     linear projector, SAM ViT-H, llava_llama_2 template. Defaults are the released token ids."""
-    return _real_size_config(vocab_size, seg_token_id, 5120, 13824, 40, 40, 4096, "llava_llama_2")
+    return _real_size_config(_llama(vocab_size, 5120, 13824, 40, 40, 4096), seg_token_id, "llava_llama_2")
