@@ -1,6 +1,6 @@
 """lisa_model: LISA reasoning segmentation (multimodal LLaMA + SAM), ROS-free."""
 
-from .build import build_lisa, build_lisa_tiny, build_lisa_tiny_llava15, lisa_model_registry
+from .build import DEMO_MODEL_DIR, build_lisa, build_lisa_tiny, build_lisa_tiny_llava15, lisa_model_registry
 from .checkpoint import load_lisa, save_lisa
 from .config import LisaConfig
 from .modeling.lisa import LisaModel
@@ -8,6 +8,7 @@ from .predictor import LisaPredictor, Prediction
 from .processing.conversation import Conversation
 
 __all__ = [
+    "DEMO_MODEL_DIR",
     "Conversation",
     "LisaConfig",
     "LisaModel",

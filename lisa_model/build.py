@@ -1,9 +1,11 @@
 """Builders: one per model size, over one private builder (as segment-anything does)."""
 
+from pathlib import Path
+
 import torch
 from transformers import CLIPVisionModel, LlamaForCausalLM
 
-from .config import LisaConfig, tiny_config
+from .config import LisaConfig, demo_config, tiny_config
 from .modeling.lisa import LisaModel, build_projector, build_seg_projection
 from .modeling.sam import build_sam
 from .tokenizer import build_tiny_tokenizer, seg_token_id
@@ -22,9 +24,9 @@ def build_lisa(config: LisaConfig) -> LisaModel:
     return model.eval()
 
 
-def _build_tiny(clip_image_size: int, projector: str, seed: int):
+def _build_small(make_config, seed: int):
     tokenizer = build_tiny_tokenizer()
-    config = tiny_config(len(tokenizer), seg_token_id(tokenizer), clip_image_size, projector)
+    config = make_config(len(tokenizer), seg_token_id(tokenizer))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_lisa(config)
@@ -34,15 +36,26 @@ def _build_tiny(clip_image_size: int, projector: str, seed: int):
 def build_lisa_tiny(seed: int = 0):
     """Tiny random-weight LISA in the LISA-7B-v1 shape (224 px CLIP, linear projector)
     and its offline tokenizer: `(model, tokenizer)`. For tests and demos."""
-    return _build_tiny(224, "linear", seed)
+    return _build_small(tiny_config, seed)
 
 
 def build_lisa_tiny_llava15(seed: int = 0):
     """Tiny random-weight LISA in the LLaVA-1.5 shape (336 px CLIP, mlp2x_gelu projector)."""
-    return _build_tiny(336, "mlp2x_gelu", seed)
+    return _build_small(lambda vocab, seg: tiny_config(vocab, seg, 336, "mlp2x_gelu"), seed)
 
+
+def build_lisa_demo(seed: int = 0):
+    """Random-weight LISA in the demo model's shape (lisa_model.config.demo_config), to be
+    trained on the synthetic demo scenes (training/configs/demo_model.yaml)."""
+    return _build_small(demo_config, seed)
+
+
+# The demo model: lisa_model's "demo" shape trained on the synthetic reasoning scenes
+# (training/configs/demo_model.yaml), shipped in the released layout (load it with load_lisa).
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 
 lisa_model_registry = {
     "tiny": build_lisa_tiny,
     "tiny_llava15": build_lisa_tiny_llava15,
+    "demo": build_lisa_demo,
 }

@@ -409,6 +409,8 @@ def load_lisa(
     clip_source = vision_tower or raw.get("vision_tower") or raw.get("mm_vision_tower")
     if not clip_source:
         raise ValueError("config.json names no vision_tower; pass vision_tower=")
+    if not vision_tower and (directory / clip_source).is_dir():
+        clip_source = directory / clip_source  # a folder shipped inside the checkpoint (the demo model)
     clip = load_vision_tower(clip_source)
     if raw.get("mm_hidden_size", clip.config.hidden_size) != clip.config.hidden_size:
         raise ValueError(

@@ -83,12 +83,31 @@ def _clip(hidden: int, intermediate: int, layers: int, heads: int, image_size: i
 def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, projector: str = "linear") -> LisaConfig:
     """A few-MB LISA with the real structure: 2-layer LLaMA (hidden 64), 2-layer CLIP
     with the real patch grid (224 px -> 256 tokens, 336 px -> 576), tiny SAM at 128 px."""
+    return _small_config(_llama(vocab_size, hidden=64, intermediate=128, layers=2, heads=4, context=2048),
+                         seg_token_id, clip_image_size, projector, sam_image_size=128)
+
+
+def demo_config(vocab_size: int, seg_token_id: int) -> LisaConfig:
+    """The demo model's shape (trained on CPU on the synthetic demo scenes): a 4-layer
+    LLaMA of hidden size 128, the tiny CLIP at 112 px (64 image tokens keep the training
+    step short) and SAM at 256 px with 64-wide embeddings (64x64 low-resolution masks
+    from 16 upscaled channels: small objects of a 320x240 image keep their outline)."""
+    config = _small_config(_llama(vocab_size, hidden=128, intermediate=256, layers=4, heads=4, context=2048),
+                           seg_token_id, 112, "linear", sam_image_size=256)
+    config.sam_encoder_embed_dim = config.sam_prompt_embed_dim = config.sam_iou_head_hidden_dim = 64
+    config.sam_decoder_mlp_dim = 128
+    return config
+
+
+def _small_config(llm: LlamaConfig, seg_token_id: int, clip_image_size: int, projector: str,
+                  sam_image_size: int) -> LisaConfig:
+    """`llm` with a 2-layer CLIP (hidden 32) and a 2-layer SAM ViT (embedding 32)."""
     return LisaConfig(
-        llm=_llama(vocab_size, hidden=64, intermediate=128, layers=2, heads=4, context=2048),
+        llm=llm,
         vision=_clip(hidden=32, intermediate=64, layers=2, heads=2, image_size=clip_image_size),
         seg_token_id=seg_token_id,
         mm_projector_type=projector,
-        sam_image_size=128,
+        sam_image_size=sam_image_size,
         sam_encoder_embed_dim=32,
         sam_encoder_depth=2,
         sam_encoder_num_heads=2,

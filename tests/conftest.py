@@ -68,7 +68,10 @@ def synthetic_batch(model, tokenizer):
 
 
 def train(model, batch, steps: int, lr: float = 3e-3):
-    """Plain AdamW on every parameter the forward pass reaches; returns per-step losses."""
+    """Plain AdamW on every parameter the forward pass reaches but LISA's frozen image
+    encoders (CLIP, SAM's ViT); returns per-step losses."""
+    for encoder in (model.vision_tower, model.visual_model.image_encoder):
+        encoder.requires_grad_(False)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     history = []

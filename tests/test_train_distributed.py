@@ -1,5 +1,6 @@
 """Distributed training under torchrun (gloo, 2 CPU processes): DDP and DeepSpeed ZeRO-2 keep
-parameters in sync, log all-reduced losses, and resume to the uninterrupted result; sharding."""
+parameters in sync, FSDP trains to DDP's weights, all log all-reduced losses and resume to the
+uninterrupted result; sharding."""
 
 import json
 import os
@@ -37,14 +38,23 @@ second = Trainer(config({out!r} + "/resumed"))
 resumed += [r["loss/total"] for r in second.fit()]
 
 def flat(trainer):
-    return torch.cat([p.detach().flatten() for p in trainer.model.parameters() if p.requires_grad])
+    # Whole on rank 0; under FSDP the other ranks get nothing (their parameters are shards).
+    state = trainer.trainable_state()
+    return torch.cat([state[name].flatten() for name in sorted(state)]) if state else torch.zeros(0)
+
+def max_diff(a, b):
+    return float((a - b).abs().max()) if a.numel() else 0.0
 
 mine = flat(straight)
-rank0 = mine.clone()
-dist.broadcast(rank0, 0)
+sync_diff = 0.0  # FSDP holds one sharded copy: nothing can drift apart
+if straight.engine != "fsdp":
+    rank0 = mine.clone()
+    dist.broadcast(rank0, 0)
+    sync_diff = max_diff(mine, rank0)
+if straight.rank == 0:
+    torch.save(mine, {out!r} + "/weights.pt")
 report = dict(rank=straight.rank, world=straight.world_size, engine=straight.engine, losses=losses,
-              resumed_losses=resumed, sync_diff=float((mine - rank0).abs().max()),
-              resume_diff=float((flat(second) - mine).abs().max()))
+              resumed_losses=resumed, sync_diff=sync_diff, resume_diff=max_diff(flat(second), mine))
 with open({out!r} + f"/rank{{straight.rank}}.json", "w") as handle:
     json.dump(report, handle)
 dist.barrier()
@@ -81,8 +91,28 @@ def _check(reports, engine, tmp_path):
     assert (tmp_path / "straight" / "best" / "trainer.pt").is_file()
 
 
-def test_ddp_two_processes_stay_in_sync_and_resume(tmp_path_factory, tmp_path):
-    _check(_torchrun("ddp", mini_root(tmp_path_factory), tmp_path), "ddp", tmp_path)
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    return _torchrun("ddp", mini_root(tmp_path_factory), out), out
+
+
+def test_ddp_two_processes_stay_in_sync_and_resume(ddp_run):
+    reports, out = ddp_run
+    _check(reports, "ddp", out)
+
+
+def test_fsdp_trains_like_ddp_and_resumes(ddp_run, tmp_path_factory, tmp_path):
+    import torch
+
+    reports = _torchrun("fsdp", mini_root(tmp_path_factory), tmp_path)
+    _check(reports, "fsdp", tmp_path)
+    # Sharded parameters, gradients and optimizer state do the same arithmetic as DDP.
+    ddp_reports, ddp_out = ddp_run
+    assert reports[0]["losses"] == pytest.approx(ddp_reports[0]["losses"], rel=1e-5)
+    fsdp_weights, ddp_weights = torch.load(tmp_path / "weights.pt"), torch.load(ddp_out / "weights.pt")
+    assert fsdp_weights.shape == ddp_weights.shape and fsdp_weights.numel() > 100_000
+    assert torch.allclose(fsdp_weights, ddp_weights, atol=1e-5)
 
 
 def test_deepspeed_zero2_on_cpu(tmp_path_factory, tmp_path):

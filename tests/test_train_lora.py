@@ -8,6 +8,7 @@ import torch
 from lisa_model import build_lisa_tiny
 from training.data.collate import collate, forward_kwargs
 from training.data.reason_seg import ReasonSegDataset
+from training.data.vqa import build_vqa_dataset
 from training.lora import LoraSettings, apply_lora, merge_lora, trainable_parameter_names
 from training.train import LOSS_WEIGHTS
 from train_helpers import mini_root
@@ -70,6 +71,35 @@ def test_every_trainable_parameter_gets_a_gradient(lora_model, tmp_path_factory)
     model.zero_grad()
     model.eval()
     assert missing == []
+
+
+def test_a_batch_without_seg_gives_the_seg_path_zero_gradients(lora_model, tmp_path_factory):
+    # A text-only batch (VQA) never reaches the mask decoder; distributed engines still
+    # need a gradient for every trainable parameter on every rank: an exact zero there.
+    model, tokenizer, _ = lora_model
+    root = mini_root(tmp_path_factory)
+    dataset = build_vqa_dataset(root)
+    batch = forward_kwargs(collate([dataset[0], dataset[1]], tokenizer, model.config))
+    assert all(len(masks) == 0 for masks in batch["gt_masks"])
+    model.train()
+    model.zero_grad()
+    model(**batch, loss_weights=LOSS_WEIGHTS).loss.total.backward()
+    seg_path = {n: p.grad for n, p in model.named_parameters()
+                if p.requires_grad and n.startswith(("visual_model.mask_decoder.", "text_hidden_fcs."))}
+    language = [p.grad for n, p in model.named_parameters() if p.requires_grad and ".lora_B." in n]
+    model.zero_grad()
+    model.eval()
+    assert seg_path and all(g is not None and not g.any() for g in seg_path.values())
+    assert any(g is not None and g.any() for g in language)  # the text loss itself trains
+
+
+def test_train_also_adds_whole_modules_to_the_recipe():
+    model, _ = build_lisa_tiny(seed=0)
+    apply_lora(model, LoraSettings(train_also=("visual_model.image_encoder.", "mm_projector.")))
+    trainable = set(trainable_parameter_names(model))
+    encoder = {n for n, _ in model.named_parameters() if n.startswith(("visual_model.image_encoder.", "mm_projector."))}
+    assert encoder and encoder <= trainable
+    assert not any(n.startswith("vision_tower.") for n in trainable)
 
 
 def test_targets_are_restricted_to_the_language_model():

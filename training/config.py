@@ -20,7 +20,7 @@ from .lora import LoraSettings
 
 @dataclass
 class ModelSection:
-    source: str = "tiny"  # "tiny" / "tiny_llava15" (lisa_model registry) or a released checkpoint folder / hub id
+    source: str = "tiny"  # "tiny" / "tiny_llava15" / "demo" (lisa_model registry) or a released checkpoint folder / hub id
     vision_tower: str | None = None  # CLIP for a checkpoint (default: its config.json)
     seed: int = 0  # weights of a built-in tiny model
     frozen_dtype: str | None = None  # "bf16": store frozen weights in bf16 (saves memory on GPU)
@@ -29,7 +29,9 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    kind: str = "mixture"  # "mixture" (the paper's 4 kinds), "reason_seg" (ReasonSeg train) or "scannet" (its ScanNet portion)
+    # "mixture" (the paper's 4 kinds), "reason_seg" (ReasonSeg train), "scannet" (its ScanNet
+    # portion) or "demo_scenes" (the synthetic scenes of lisa_ros.demo_scenes, generated on the fly)
+    kind: str = "mixture"
     root: str = "dataset"  # the reference's dataset/ folder
     reason_seg_root: str | None = None  # default {root}/reason_seg/ReasonSeg
     dataset: str = "sem_seg||refer_seg||vqa||reason_seg"
@@ -39,6 +41,8 @@ class DataSection:
     samples_per_epoch: int | None = None  # mixture: samples per epoch (default: steps' worth for one epoch)
     explanatory_ratio: float | None = 0.1
     num_workers: int = 0
+    demo_scenes: int = 400  # demo_scenes: scenes of the train split
+    demo_frames: int = 8  # demo_scenes: frames per scene
     generate_mini: bool = False  # write the miniature datasets (tests/mini_datasets*.py) under root first
 
 
@@ -76,6 +80,7 @@ class EvalSection:
     limit: int | None = None
     batch_size: int = 1
     at_start: bool = False  # evaluate the starting model too (step 0)
+    demo_scenes: int = 16  # demo_scenes: scenes of the eval split
 
 
 @dataclass

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -137,6 +138,7 @@ def evaluate_task(
     batch_size: int = 1,
     progress: bool = False,
     scorer_3d=None,
+    lockstep: bool = False,
 ) -> TaskResult:
     """This rank's share of one task: meters per group, one record per mask, 3D sums.
 
@@ -153,12 +155,17 @@ def evaluate_task(
         # Rank 0 shows the global count: every rank advances in step.
         bar = tqdm(total=len(task), desc=task.name, file=sys.stderr, dynamic_ncols=True)
     use_im_start_end = model.config.mm_use_im_start_end
-    for start in range(0, len(indices), batch_size):
-        chunk = indices[start : start + batch_size]
+    chunks = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+    if lockstep:
+        most = math.ceil(math.ceil(len(task) / world_size) / batch_size)
+        chunks += [[] for _ in range(most - len(chunks))]
+    for chunk in chunks:
         samples = [validation_sample(task.dataset[i], use_im_start_end) for i in chunk]
         predictions, metas = [], []
         if any(sample.conversations for sample in samples):
             predictions, metas = predict_masks(model, tokenizer, samples, device)
+        elif lockstep:
+            predict_masks(model, tokenizer, [_filler_sample(task, use_im_start_end)], device)
         for prediction, info in zip(predictions, metas):
             index = chunk[info["sample_index"]]
             for k, (pred, target) in enumerate(zip(prediction, info["target"])):
@@ -177,6 +184,15 @@ def evaluate_task(
     if bar is not None:
         bar.close()
     return result
+
+
+def _filler_sample(task: EvalTask, use_im_start_end: bool) -> Sample:
+    """The task's first sample with something to score (a lockstep filler forward)."""
+    for index in range(len(task)):
+        sample = validation_sample(task.dataset[index], use_im_start_end)
+        if sample.conversations:
+            return sample
+    raise ValueError(f"{task.name}: no sample has a mask to predict")
 
 
 def reduce_result(result: TaskResult) -> TaskResult:
@@ -222,13 +238,18 @@ def format_table(results: dict) -> str:
 
 
 def run(model, tokenizer, tasks: list[EvalTask], rank=0, world_size=1, device=torch.device("cpu"), batch_size=1,
-        progress=False, scorer_3d=None, overlays: str | None = None, worst: int = 8) -> dict:
-    """Evaluate every task; returns the results dict (identical on all ranks)."""
+        progress=False, scorer_3d=None, overlays: str | None = None, worst: int = 8, lockstep: bool = False) -> dict:
+    """Evaluate every task; returns the results dict (identical on all ranks).
+
+    `lockstep`: every rank runs the same number of forwards (an FSDP-sharded model's
+    forward is a collective); ranks with fewer samples run discarded filler batches.
+    """
     results: dict = {"metrics": {}, "world_size": world_size}
     all_records = []
     for task in tasks:
         reduced = reduce_result(
-            evaluate_task(model, tokenizer, task, rank, world_size, device, batch_size, progress and rank == 0, scorer_3d)
+            evaluate_task(model, tokenizer, task, rank, world_size, device, batch_size, progress and rank == 0, scorer_3d,
+                          lockstep)
         )
         results["metrics"][task.name] = {group: reduced.meters[group].as_dict() for group in task.groups}
         if scorer_3d is not None and reduced.sums_3d:
@@ -260,9 +281,25 @@ def build_tasks(args, use_im_start_end: bool) -> list[EvalTask]:
                 options = {k: v for k, v in options.items() if k in accepted}
                 dataset = ReferSegDataset(args.refer_root, dataset=name, split=split, **options)
                 tasks.append(EvalTask(f"{name}/{split}", dataset, limit=args.limit))
+    if args.demo_scenes:
+        tasks.extend(demo_scene_tasks(args.demo_split, args.demo_scenes, use_im_start_end, limit=args.limit))
     if not tasks:
-        raise SystemExit("nothing to evaluate: give --reason-seg-root and/or --refer-root")
+        raise SystemExit("nothing to evaluate: give --reason-seg-root, --refer-root and/or --demo-scenes")
     return tasks
+
+
+def demo_scene_tasks(split: str, scenes: int, use_im_start_end: bool, frames_per_scene: int = 8, seed: int = 0,
+                     limit: int | None = None) -> list[EvalTask]:
+    """Synthetic demo scenes of `split`, asked with the held-out phrasings, then with the training ones."""
+    from .data.demo_scenes import DEMO_GROUPS, DemoScenesDataset, demo_groups
+
+    return [
+        EvalTask(f"demo_scenes/{split}_{phrasing}",
+                 DemoScenesDataset(split, num_scenes=scenes, frames_per_scene=frames_per_scene, phrasing=phrasing,
+                                   use_im_start_end=use_im_start_end, seed=seed),
+                 DEMO_GROUPS, demo_groups, limit)
+        for phrasing in ("heldout", "train")
+    ]
 
 
 def load_model(args, device):
@@ -296,6 +333,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--refer-datasets", default="refcoco,refcoco+,refcocog")
     data.add_argument("--refer-splits", default="val")
     data.add_argument("--scannet-root", help="ScanNet exports (sceneXXXX_YY/color,depth,pose,intrinsic) for 3D metrics")
+    data.add_argument("--demo-scenes", type=int,
+                      help="evaluate on this many synthetic demo scenes (lisa_ros.demo_scenes), held-out and training phrasings")
+    data.add_argument("--demo-split", default="test", choices=("train", "val", "test"), help="their scene stream")
     data.add_argument("--limit", type=int, help="evaluate only the first N images of each task (smoke runs)")
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--batch-size", type=int, default=1, help="images per forward pass on each rank")

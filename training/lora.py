@@ -39,6 +39,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: str = LORA_TARGETS
+    # Name fragments of modules trained fully besides the recipe's; a model that starts
+    # from random weights (the demo model) must learn its encoders too.
+    train_also: tuple[str, ...] = ()
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()):
@@ -61,21 +64,21 @@ def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()):
     injected = [name for name, _ in model.named_parameters() if ".lora_" in name]
     if not injected or any(not name.startswith("language_model.model.layers.") for name in injected):
         raise RuntimeError(f"LoRA targets {settings.target_modules!r} matched {injected[:4]}...")
-    set_trainable(model)
+    set_trainable(model, settings.train_also)
     return tuner
 
 
-def is_trainable_name(name: str) -> bool:
-    """Whether a (LoRA-injected) LISA parameter name is trained by the recipe."""
-    if ".lora_A." in name or ".lora_B." in name:
+def is_trainable_name(name: str, train_also: tuple[str, ...] = ()) -> bool:
+    """Whether a (LoRA-injected) LISA parameter name is trained by the recipe (plus `train_also`)."""
+    if ".lora_A." in name or ".lora_B." in name or any(part in name for part in train_also):
         return True
     return any(part in name for part in FULLY_TRAINED) and not any(part in name for part in NO_GRADIENT)
 
 
-def set_trainable(model: nn.Module) -> None:
-    """requires_grad = is_trainable_name(name) for every parameter."""
+def set_trainable(model: nn.Module, train_also: tuple[str, ...] = ()) -> None:
+    """requires_grad = is_trainable_name(name, train_also) for every parameter."""
     for name, param in model.named_parameters():
-        param.requires_grad_(is_trainable_name(name))
+        param.requires_grad_(is_trainable_name(name, train_also))
 
 
 def trainable_parameter_names(model: nn.Module) -> list[str]:

@@ -58,9 +58,10 @@ def merge_run(run_dir: str | Path, output: str | Path, which: str = "best", dtyp
         merged = merged.to({"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype])
     tower = vision_tower or config.model.vision_tower or getattr(merged.vision_tower.config, "_name_or_path", "")
     if not tower:
-        # The built-in tiny model's CLIP has no source folder: save it beside the checkpoint.
-        tower = str(Path(output) / "vision_tower")
-        merged.vision_tower.save_pretrained(tower)
+        # A built-in model's CLIP has no source folder: save it inside the checkpoint
+        # (load_lisa resolves a relative vision_tower against the checkpoint folder).
+        merged.vision_tower.save_pretrained(Path(output) / "vision_tower")
+        tower = "vision_tower"
     return save_lisa(merged, tokenizer, output, vision_tower=tower)
 
 

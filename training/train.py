@@ -12,8 +12,10 @@ needed to continue bit-for-bit (training.checkpoints) and the best checkpoint by
 gIoU. Starting a run in a folder that has checkpoints resumes from the newest.
 
 Engines (`dist.engine`): "none" (one process), "ddp" (`torchrun --nproc_per_node=N`,
-gloo on CPU, nccl on GPUs) and "deepspeed" (ZeRO stage `dist.zero_stage`, under
-torchrun or the deepspeed launcher). "auto" picks ddp under torchrun.
+gloo on CPU, nccl on GPUs), "fsdp" (torch's fully_shard under torchrun: parameters,
+gradients and optimizer state sharded over the ranks, for models that do not fit one
+device; training.fsdp) and "deepspeed" (ZeRO stage `dist.zero_stage`, under torchrun
+or the deepspeed launcher). "auto" picks ddp under torchrun.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lisa_model.losses import LossWeights
 
 from . import checkpoints as ckpt
 from . import distributed as dist_utils
+from . import fsdp
 from .config import TrainConfig, load_config
 from .lora import apply_lora, load_trainable_state_dict, trainable_state_dict
 
@@ -53,9 +56,9 @@ def build_model(config: TrainConfig, device: torch.device):
     `model.frozen_dtype: bf16` the frozen ones are stored in bf16.
     """
     section = config.model
-    if section.source in ("tiny", "tiny_llava15"):
-        from lisa_model import lisa_model_registry
+    from lisa_model import lisa_model_registry
 
+    if section.source in lisa_model_registry:
         model, tokenizer = lisa_model_registry[section.source](seed=section.seed)
     else:
         from lisa_model import load_lisa
@@ -97,11 +100,18 @@ def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
 
     data = config.data
     seed = config.train.seed
+    if data.kind == "demo_scenes":
+        from .data.demo_scenes import DemoScenesDataset
+
+        # Every frame stays in memory (about 0.6 MB each): rendering one costs more than a training step.
+        frames = data.demo_scenes * data.demo_frames
+        return DemoScenesDataset("train", num_scenes=data.demo_scenes, frames_per_scene=data.demo_frames,
+                                 use_im_start_end=use_im_start_end, seed=seed, cache_frames=frames)
     if data.kind in ("reason_seg", "scannet"):
         return ReasonSegDataset(reason_seg_root(config), "train", portion="scannet" if data.kind == "scannet" else "all",
                                 explanatory_ratio=data.explanatory_ratio, use_im_start_end=use_im_start_end, seed=seed)
     if data.kind != "mixture":
-        raise ValueError(f"data.kind must be mixture, reason_seg or scannet, got {data.kind!r}")
+        raise ValueError(f"data.kind must be mixture, reason_seg, scannet or demo_scenes, got {data.kind!r}")
     from .data.mixture import build_mixture
 
     reason = None
@@ -114,8 +124,16 @@ def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
 
 
 def build_eval_tasks(config: TrainConfig, use_im_start_end: bool) -> list:
+    """The tasks evaluated during training; the first one's overall gIoU picks the best checkpoint."""
     from .data.reason_seg import ReasonSegDataset
     from .evaluate import REASON_SEG_GROUPS, EvalTask, reason_seg_groups
+
+    if config.data.kind == "demo_scenes":
+        from .evaluate import demo_scene_tasks
+
+        # Unseen scenes asked with held-out phrasings (the first: it selects the best checkpoint), then training ones.
+        return demo_scene_tasks(config.eval.split, config.eval.demo_scenes, use_im_start_end,
+                                config.data.demo_frames, config.train.seed, config.eval.limit)
 
     portion = config.eval.portion or ("scannet" if config.data.kind == "scannet" else "all")
     dataset = ReasonSegDataset(reason_seg_root(config), config.eval.split, portion=portion, train=False,
@@ -221,8 +239,8 @@ class Trainer:
         self.device = torch.device(train.device) if train.device else device
         engine = config.dist.engine
         self.engine = ("ddp" if self.world_size > 1 else "none") if engine == "auto" else engine
-        if self.engine not in ("none", "ddp", "deepspeed"):
-            raise ValueError(f"dist.engine must be auto, none, ddp or deepspeed, got {engine!r}")
+        if self.engine not in ("none", "ddp", "fsdp", "deepspeed"):
+            raise ValueError(f"dist.engine must be auto, none, ddp, fsdp or deepspeed, got {engine!r}")
         precision = train.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
@@ -236,6 +254,8 @@ class Trainer:
             make_mini_data(config.data.root)
         dist_utils.barrier()
         self.model, self.tokenizer, self.tuner = build_model(config, self.device)
+        if self.engine == "fsdp":
+            fsdp.shard_model(self.model)  # before the optimizer, which must see the sharded parameters
         use_im_start_end = self.model.config.mm_use_im_start_end
         self.dataset = build_train_dataset(config, use_im_start_end)
         self.eval_tasks = build_eval_tasks(config, use_im_start_end) if config.eval.every or config.eval.at_start else []
@@ -245,8 +265,6 @@ class Trainer:
         optim = config.optim
         self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
         self.scheduler = linear_warmup_decay(self.optimizer, optim.warmup_steps, train.steps)
-        self._seg_params = [p for n, p in self.model.named_parameters()
-                            if p.requires_grad and n.startswith(("visual_model.mask_decoder.", "text_hidden_fcs."))]
         self.wrapped = self._wrap()
         self.step = 0
         self.best = {"giou": -math.inf, "step": None}
@@ -255,6 +273,7 @@ class Trainer:
     # Engines.
 
     def _wrap(self):
+        """The module the loop calls: DDP or DeepSpeed around the model; FSDP shards it in place."""
         if self.engine == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
@@ -288,18 +307,25 @@ class Trainer:
 
     # State.
 
+    def trainable_state(self) -> dict:
+        """The trainable parameters, whole (on rank 0 at least). A collective under FSDP: every rank calls it."""
+        return fsdp.trainable_state_dict(self.model) if self.engine == "fsdp" else trainable_state_dict(self.model)
+
     def state_dict(self) -> dict:
         state = {
             "step": self.step,
-            "model": trainable_state_dict(self.model),
+            "model": self.trainable_state(),
             "sampler": self.sampler.state_dict(),
             # Every rank's generators (dropout draws differ across ranks), gathered to rank 0.
             "rng": dist_utils.gather_lists([ckpt.rng_state()]),
             "best": dict(self.best),
             "world_size": self.world_size,
         }
-        if self.engine != "deepspeed":  # DeepSpeed keeps its (partitioned) optimizer in its own checkpoint
+        if self.engine == "fsdp":
+            state["optimizer"] = fsdp.optimizer_state_dict(self.model, self.optimizer)
+        elif self.engine != "deepspeed":  # DeepSpeed keeps its (partitioned) optimizer in its own checkpoint
             state["optimizer"] = self.optimizer.state_dict()
+        if self.engine != "deepspeed":
             state["scheduler"] = self.scheduler.state_dict()
         return state
 
@@ -317,11 +343,16 @@ class Trainer:
         state = ckpt.load_state(path)
         if state["world_size"] != self.world_size:
             raise ValueError(f"{path} was written by {state['world_size']} ranks; this run has {self.world_size}")
-        load_trainable_state_dict(self.model, state["model"])
-        if self.engine == "deepspeed":
+        if self.engine == "fsdp":
+            fsdp.load_trainable_state_dict(self.model, state["model"])
+            fsdp.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
+        elif self.engine == "deepspeed":
+            load_trainable_state_dict(self.model, state["model"])
             self.wrapped.load_checkpoint(str(path.with_name(path.name + ".ds")), tag="state")
         else:
+            load_trainable_state_dict(self.model, state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+        if self.engine != "deepspeed":
             self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
@@ -357,34 +388,21 @@ class Trainer:
         self.model.eval()
         with self._autocast():
             results = run_evaluation(self.model, self.tokenizer, self.eval_tasks, self.rank, self.world_size,
-                                     self.device, self.config.eval.batch_size)
+                                     self.device, self.config.eval.batch_size, lockstep=self.engine == "fsdp")
         self.model.train()
         metrics = results["metrics"][self.eval_tasks[0].name]["overall"]
         record = {"step": self.step, "val/giou": metrics["giou"], "val/ciou": metrics["ciou"]}
         self.log(record)
-        if metrics["giou"] > self.best["giou"]:
+        if metrics["giou"] > self.best["giou"]:  # the same decision on every rank (all-reduced metrics)
             self.best = {"giou": metrics["giou"], "ciou": metrics["ciou"], "step": self.step}
+            weights = self.trainable_state()
             if self.rank == 0:
-                ckpt.save_state(self.run_dir / "best", {"step": self.step, "model": trainable_state_dict(self.model),
+                ckpt.save_state(self.run_dir / "best", {"step": self.step, "model": weights,
                                                         "metrics": results["metrics"]})
                 (self.run_dir / "best" / "best.json").write_text(yaml.safe_dump(self.best))
         return record
 
     # The loop.
-
-    def _seg_path_anchor(self) -> torch.Tensor | float:
-        """0 * (sum of the [SEG]-path weights), added to the loss.
-
-        A micro-batch without any [SEG] (VQA, text-only explanatory answers) never
-        reaches SAM's mask decoder or text_hidden_fcs, so they get no gradient on that
-        rank, and DDP or ZeRO-2, which reduce every trainable parameter's gradient as it
-        becomes ready, then mismatch their collectives across ranks. The anchor gives them
-        an exact zero gradient (what the reference's optimiser sees for them too) at the
-        cost of one sum over small modules.
-        """
-        if self.world_size == 1:
-            return 0.0
-        return sum(p.sum() for p in self._seg_params) * 0.0
 
     def train_step(self, batches) -> dict:
         """One optimizer step over `grad_accum` micro-batches; returns rank-averaged losses."""
@@ -394,23 +412,24 @@ class Trainer:
         for micro in range(accum):
             batch = _to_device(next(batches), self.device)
             last = micro == accum - 1
-            # DDP: all-reduce gradients only on the last micro-batch.
+            # DDP and FSDP: reduce gradients only on the last micro-batch.
             sync = self.wrapped.no_sync() if self.engine == "ddp" and not last else nullcontext()
+            if self.engine == "fsdp":
+                self.model.set_requires_gradient_sync(last)
             with sync:
                 with self._autocast():
                     loss = self.wrapped(**batch, loss_weights=LOSS_WEIGHTS).loss
-                total = loss.total + self._seg_path_anchor()
                 if self.engine == "deepspeed":
-                    self.wrapped.backward(total)  # DeepSpeed scales by accumulation itself
+                    self.wrapped.backward(loss.total)  # DeepSpeed scales by accumulation itself
                     self.wrapped.step()
                 else:
-                    (total / accum).backward()
+                    (loss.total / accum).backward()
             sums += torch.tensor([getattr(loss, name).item() for name in LOSS_NAMES], dtype=torch.float64)
         if self.engine == "deepspeed":
             grad_norm = self.wrapped.get_global_grad_norm()
         else:
             params = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.optim.max_grad_norm).item()
+            grad_norm = fsdp.full_norm(torch.nn.utils.clip_grad_norm_(params, self.config.optim.max_grad_norm)).item()
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

@@ -87,9 +87,9 @@ class LisaModel(nn.Module):
     def mm_projector_weight(self) -> torch.Tensor:
         return next(self.mm_projector.parameters())
 
-    # Image encoders (frozen in LISA, hence no_grad).
+    # Image encoders. Frozen in LISA: with frozen weights autograd records nothing here, and
+    # a model trained from random weights (the demo model) can train them.
 
-    @torch.no_grad()
     def clip_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """CLIP pixels [B,3,s,s] -> patch features [B, num_image_tokens, C] (CLS dropped)."""
         out = self.vision_tower(pixels.to(self.dtype), output_hidden_states=True)
@@ -99,7 +99,6 @@ class LisaModel(nn.Module):
         """CLIP pixels [B,3,s,s] -> image tokens in the LLM's embedding space [B, num_image_tokens, H]."""
         return self.mm_projector(self.clip_features(pixels))
 
-    @torch.no_grad()
     def encode_sam(self, pixels: torch.Tensor) -> torch.Tensor:
         """SAM pixels [B,3,S,S] (normalised, padded) -> image embeddings [B,C,S/16,S/16]."""
         # SAM's own dtype: released checkpoints keep SAM in fp32 beside a bf16 LLM.
@@ -236,5 +235,18 @@ class LisaModel(nn.Module):
             logits = self.language_model.get_output_embeddings()(hidden[:, :-1][supervised])
             ce = F.cross_entropy(logits.float(), targets[supervised])
             bce, dice = mask_losses(mask_logits, gt_masks)
-            loss = combine_losses(ce, bce, dice, loss_weights)
+            loss = combine_losses(ce, bce + self._seg_path_anchor(), dice, loss_weights)
         return LisaOutput(loss, list(seg_embeddings), mask_logits, iou_predictions)
+
+    def _seg_path_anchor(self) -> torch.Tensor | float:
+        """0 x (sum of the trainable [SEG]-path weights), added to the mask loss.
+
+        A batch without any [SEG] (text-only answers) never reaches SAM's mask decoder or
+        the [SEG] head, so those weights would get no gradient on that rank, and
+        distributed engines (DDP, FSDP, ZeRO), which reduce gradients parameter by
+        parameter, would then disagree across ranks. With the anchor they always get
+        one, an exact zero when nothing else reaches them.
+        """
+        weights = [p for module in (self.visual_model.mask_decoder, self.text_hidden_fcs)
+                   for p in module.parameters() if p.requires_grad]
+        return sum(p.float().sum() for p in weights) * 0.0
