@@ -9,5 +9,15 @@ setup:
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
+# The demo bag (2 held-out synthetic scenes, commands and ground truth) through the node's
+# pipeline with the built-in demo model: output bag, metrics.json, report.html, printed metrics.
+# Every command is asked on its own (keep_conversation false): the demo model was trained on
+# single commands, not on follow-ups.
+DEMO = outputs/demo
 demo: setup
-	$(VENV)/bin/lisa-demo --output outputs/demo
+	rm -rf $(DEMO)
+	$(VENV)/bin/lisa-demo-bag --output $(DEMO)/input
+	$(VENV)/bin/lisa-eval-bag $(DEMO)/input/bag --script $(DEMO)/input/script.jsonl --output $(DEMO)/eval \
+		--image-topic /camera/color/image_raw --depth-topic /camera/depth/image_raw \
+		--camera-info-topic /camera/color/camera_info --pose-topic /camera/pose --target-frame map \
+		-p keep_conversation:=false

@@ -13,6 +13,8 @@ setup(
     # lisa_ros (the hand-written ROS-free modules; colcon installs the same folder merged with the
     # generated interfaces) makes `lisa-eval-bag` importable without a ROS install.
     packages=find_packages(include=["lisa_model", "lisa_model.*", "training", "training.*", "lisa_ros"]),
+    # The demo model's weights (a few MB), loaded when no model path is given.
+    package_data={"lisa_model": ["demo_model/*", "demo_model/vision_tower/*"]},
     python_requires=">=3.10",
     install_requires=[
         # torch is installed first, pinned, by scripts/setup.sh (a local CPU wheel);

@@ -1,10 +1,11 @@
 """`lisa-demo`: run the whole LISA pipeline on one image and one command.
 
-    lisa-demo [--image PATH] [--command TEXT] [--output DIR] [--model NAME] ...
+    lisa-demo [--image PATH] [--command TEXT] [--output DIR] [--model-path DIR] ...
     python -m lisa_model.demo ...
 
-Without --image a synthetic table scene is used. Writes DIR/input.png,
-DIR/overlay.png, DIR/answer.txt and DIR/result.json.
+Without --model-path the built-in demo model (DEMO_MODEL_DIR) answers; without
+--image a held-out synthetic table scene and one of its commands are used. Writes
+DIR/input.png, DIR/overlay.png, DIR/answer.txt and DIR/result.json.
 """
 
 from __future__ import annotations
@@ -17,46 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_COMMAND = "Which object would roll off the table? Please output segmentation mask."
 
-TABLE_COLOR = (214, 190, 152)  # light wood
-RED = (200, 40, 40)
-BLUE = (40, 80, 200)
-GREEN = (40, 160, 70)
+def demo_scene_frame() -> tuple[np.ndarray, str]:
+    """The first frame of a held-out synthetic demo scene and its first held-out command.
 
-
-def synthetic_scene(height: int = 480, width: int = 640) -> np.ndarray:
-    """A deterministic RGB table scene: a red square, a blue circle and a green triangle
-    on a light wood-coloured background.
-
-    Returns a uint8 (height, width, 3) array; shapes scale with the image size.
+    The scenes are rendered by lisa_ros.demo_scenes (numpy only, no ROS), which the demo
+    model was trained on (other scenes, other phrasings).
     """
-    if height < 8 or width < 8:
-        raise ValueError(f"scene must be at least 8x8 pixels, got {height}x{width}")
-    rows = np.arange(height, dtype=np.float32)[:, None]
-    cols = np.arange(width, dtype=np.float32)[None, :]
+    from lisa_ros.demo_scenes import make_scene
 
-    # Background: table colour with a faint vertical shading and wood-grain stripes.
-    shade = 1.0 - 0.12 * (rows / height) + 0.03 * np.sin(cols / width * 40.0 + rows / height * 3.0)
-    image = np.asarray(TABLE_COLOR, np.float32)[None, None, :] * shade[..., None]
-
-    unit = min(height, width)
-    # Red square, left.
-    side = 0.25 * unit
-    top, left = 0.40 * height, 0.12 * width
-    square = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
-    # Blue circle, centre.
-    cy, cx, radius = 0.55 * height, 0.50 * width, 0.14 * unit
-    circle = (rows - cy) ** 2 + (cols - cx) ** 2 <= radius**2
-    # Green triangle (apex up), right.
-    base_y, apex_y = 0.40 * height + side, 0.40 * height
-    tx, half = 0.80 * width, 0.15 * unit
-    frac = (rows - apex_y) / max(base_y - apex_y, 1.0)  # 0 at apex, 1 at base
-    triangle = (frac >= 0) & (frac <= 1) & (np.abs(cols - tx) <= half * frac)
-
-    for mask, color in ((square, RED), (circle, BLUE), (triangle, GREEN)):
-        image[mask] = color
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    scene = make_scene(0, "test", 0)
+    return scene.render(0).rgb, scene.commands("heldout")[0].text
 
 
 def load_image(path) -> np.ndarray:
@@ -78,20 +50,18 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .build import lisa_model_registry
-
     parser = argparse.ArgumentParser(
         prog="lisa-demo",
         description="Segment what a command asks for in an image with LISA, and save the result.",
     )
     parser.add_argument("--image", type=Path, default=None,
-                        help="RGB image to use (default: a synthetic table scene, 480x640)")
-    parser.add_argument("--command", default=DEFAULT_COMMAND, help="what to ask (default: %(default)r)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/demo"),
+                        help="RGB image to use (default: a held-out synthetic table scene, 320x240)")
+    parser.add_argument("--command", default=None,
+                        help="what to ask (default with the synthetic scene: one of its held-out commands)")
+    parser.add_argument("--output", type=Path, default=Path("outputs/demo_image"),
                         help="directory for the results (default: %(default)s)")
-    parser.add_argument("--model", choices=sorted(lisa_model_registry), default="tiny",
-                        help="built-in model (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: %(default)s)")
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="LISA checkpoint folder (default: the built-in demo model)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=32,
                         help="answer length limit in tokens (default: %(default)s)")
@@ -101,38 +71,44 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    # Read the input before the (slower) model build, so a bad path fails fast.
+    # Read the input before the (slower) model load, so a bad path fails fast.
     if args.image is None:
-        image = synthetic_scene()
-        source = "synthetic table scene"
+        image, command = demo_scene_frame()
+        source = "held-out synthetic table scene"
     else:
         try:
             image = load_image(args.image)
         except (OSError, ValueError) as exc:
             print(f"lisa-demo: error: cannot read image {str(args.image)!r}: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        source = str(args.image)
+        source, command = str(args.image), "What can I use to cut this paper?"
+    command = args.command or command
 
     import torch
 
-    from .build import lisa_model_registry
+    from .build import DEMO_MODEL_DIR
+    from .checkpoint import load_lisa
     from .predictor import LisaPredictor
     from .visualize import overlay_masks, save_png
 
+    model_path = args.model_path or DEMO_MODEL_DIR
     print(f"Image: {source} ({image.shape[0]}x{image.shape[1]})")
-    print(f"Model: {args.model} (seed {args.seed}) on {args.device}")
-    if args.model.startswith("tiny"):
-        print("NOTE: the built-in tiny model has random weights, so its answer and masks are not "
-              "meaningful; this demo shows the pipeline working end to end.")
+    print(f"Model: {model_path} on {args.device}")
+    if args.model_path is None:
+        print("NOTE: the built-in demo model knows only the synthetic table scenes it was trained on; "
+              "give --model-path for a released LISA checkpoint.")
 
     start = time.perf_counter()
-    model, tokenizer = lisa_model_registry[args.model](seed=args.seed)
-    model = model.to(torch.device(args.device))
-    build_seconds = time.perf_counter() - start
+    try:
+        model, tokenizer = load_lisa(model_path, device=torch.device(args.device))
+    except (OSError, ValueError) as exc:
+        print(f"lisa-demo: error: cannot load {str(model_path)!r}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    load_seconds = time.perf_counter() - start
 
     predictor = LisaPredictor(model, tokenizer, max_new_tokens=args.max_new_tokens)
     predictor.set_image(image)
-    prediction = predictor.predict(args.command)
+    prediction = predictor.predict(command)
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,23 +123,22 @@ def main(argv=None) -> int:
     paths["answer"].write_text(prediction.text + "\n", encoding="utf-8")
     scores = [float(s) for s in prediction.scores]
     result = {
-        "command": args.command,
+        "command": command,
         "answer": prediction.text,
         "num_masks": int(prediction.masks.shape[0]),
         "scores": scores,
         "mask_pixels": [int(m.sum()) for m in prediction.masks],
         "image": {"source": source, "height": int(image.shape[0]), "width": int(image.shape[1])},
-        "model": {"name": args.model, "seed": args.seed, "device": args.device,
-                  "random_weights": args.model.startswith("tiny")},
+        "model": {"path": str(model_path), "device": args.device},
         "timings": {
-            "build_model": build_seconds,
+            "load_model": load_seconds,
             "set_image": {k: float(v) for k, v in predictor.image_timings.items()},
             "predict": {k: float(v) for k, v in prediction.timings.items()},
         },
     }
     paths["result"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
-    print(f"Command: {args.command}")
+    print(f"Command: {command}")
     print(f"Answer: {prediction.text!r}")
     if scores:
         print(f"Masks: {len(scores)} (scores: {', '.join(f'{s:.3f}' for s in scores)})")

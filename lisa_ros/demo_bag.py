@@ -165,7 +165,7 @@ def _plan_commands(scene: DemoScene, frames: list, phrasing: str, min_visible_pi
 def record_demo_bag(
     output: str | Path = "outputs/demo_bag",
     seed: int = 0,
-    split: str = "val",
+    split: str = "test",
     scenes: int = 2,
     frames_per_scene: int = 12,
     rate_hz: float = 4.0,
@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default="outputs/demo_bag", help="output folder (bag/, script.jsonl, masks/, scene.json)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"], help="scene stream (val: held out)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
+                        help="scene stream (test: held out from training and from model selection)")
     parser.add_argument("--scenes", type=int, default=2, help="tables, visited one after the other")
     parser.add_argument("--frames", type=int, default=12, help="frames per scene")
     parser.add_argument("--rate", type=float, default=4.0, help="frame rate, Hz")

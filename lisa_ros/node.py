@@ -467,7 +467,7 @@ class LisaNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, "command queue full"
         else:
             level, message = DiagnosticStatus.OK, "ready"
-        model = self._param("model_path") or "built-in tiny model"
+        model = self._param("model_path") or "built-in demo model"
         device = str(getattr(pipeline.predictor.model, "device", "?"))
         values = {
             "model": model,

@@ -38,7 +38,7 @@ class ParameterSpec:
 
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("model_path", "", "LISA checkpoint folder; empty: the project's built-in default model"),
+    ParameterSpec("model_path", "", "LISA checkpoint folder; empty: the built-in demo model (synthetic table scenes only)"),
     ParameterSpec("vision_tower_path", "", "CLIP vision tower folder; empty: the one named in the checkpoint's config"),
     ParameterSpec(
         "device", "auto", "where the model runs; auto: cuda when available, else cpu", ("auto", "cpu", "cuda")

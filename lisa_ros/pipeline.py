@@ -357,14 +357,14 @@ class Pipeline:
 
         Arguments:
             params (dict): lisa_ros.parameters names -> values; missing ones take their
-                defaults. model_path "" loads the built-in tiny random-weight model.
+                defaults. model_path "" loads the built-in demo model (lisa_model.DEMO_MODEL_DIR).
             logger: as for the constructor.
 
         Raises:
             ValueError: a parameter value is invalid.
             Exception: whatever loading the model raises (missing files, no GPU, ...).
         """
-        from lisa_model import LisaPredictor, build_lisa_tiny
+        from lisa_model import DEMO_MODEL_DIR, LisaPredictor, load_lisa
 
         logger = logger or logging.getLogger(__name__)
         values = defaults()
@@ -373,26 +373,21 @@ class Pipeline:
             values[name] = validate(name, values[name])
         device = resolve_device(values["device"])
         start = time.perf_counter()
-        if not values["model_path"]:
+        model_path = values["model_path"]
+        if not model_path:
             logger.warning(
-                "model_path is empty: using the built-in default model, the tiny random-weight LISA "
-                "(for tests and demos; its answers are meaningless). Set model_path to a LISA checkpoint."
+                f"model_path is empty: using the built-in demo model ({DEMO_MODEL_DIR}), a small LISA trained "
+                "only on the synthetic table scenes of lisa_ros.demo_scenes. Set model_path to a LISA checkpoint."
             )
-            if values["precision"] not in ("auto", "fp32"):
-                logger.warning(f"precision {values['precision']} is ignored by the built-in tiny model (fp32)")
-            model, tokenizer = build_lisa_tiny(seed=0)
-            model = model.to(device)
-        else:
-            from lisa_model.checkpoint import load_lisa  # written alongside; imported only when needed
-
-            model, tokenizer = load_lisa(
-                values["model_path"],
-                vision_tower=values["vision_tower_path"] or None,
-                precision=None if values["precision"] == "auto" else values["precision"],
-                device=device,
-                conversation_template=values["conversation_template"] or None,
-            )
-            logger.info(f"loaded {values['model_path']} on {device} in {time.perf_counter() - start:.1f} s")
+            model_path = DEMO_MODEL_DIR
+        model, tokenizer = load_lisa(
+            model_path,
+            vision_tower=values["vision_tower_path"] or None,
+            precision=None if values["precision"] == "auto" else values["precision"],
+            device=device,
+            conversation_template=values["conversation_template"] or None,
+        )
+        logger.info(f"loaded {model_path} on {device} in {time.perf_counter() - start:.1f} s")
         predictor = LisaPredictor(model, tokenizer, max_new_tokens=values["max_new_tokens"])
         return cls(
             predictor,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lisa_model.demo import DEFAULT_COMMAND, main, synthetic_scene
+from lisa_model.demo import demo_scene_frame, main
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"command", "answer", "num_masks", "scores", "mask_pixels", "image", "model", "timings"}
@@ -34,23 +34,15 @@ def _check_outputs(out: Path, shape):
     return result
 
 
-def test_synthetic_scene_deterministic_with_three_shapes():
-    scene = synthetic_scene()
-    assert scene.shape == (480, 640, 3) and scene.dtype == np.uint8
-    assert np.array_equal(scene, synthetic_scene())
-    colours = {tuple(c) for c in scene.reshape(-1, 3)}
-    assert {(200, 40, 40), (40, 80, 200), (40, 160, 70)} <= colours  # red, blue, green shapes
-    small = synthetic_scene(60, 90)
-    assert small.shape == (60, 90, 3)
-
-
-def test_demo_synthetic(tmp_path, capsys):
+def test_demo_on_a_held_out_scene_with_the_demo_model(tmp_path, capsys):
     out = _run(tmp_path)
-    result = _check_outputs(out, (480, 640, 3))
-    assert result["command"] == DEFAULT_COMMAND
-    assert np.array_equal(np.asarray(Image.open(out / "input.png")), synthetic_scene())
+    result = _check_outputs(out, (240, 320, 3))
+    frame, command = demo_scene_frame()
+    assert result["command"] == command
+    assert np.array_equal(np.asarray(Image.open(out / "input.png")), frame)
+    assert result["model"]["path"].endswith("demo_model")
     printed = capsys.readouterr().out
-    assert "random weights" in printed
+    assert "built-in demo model" in printed
     assert "Answer:" in printed and "Masks:" in printed
     assert str(out / "overlay.png") in printed
 
@@ -59,7 +51,7 @@ def test_demo_with_image_file(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     path = tmp_path / "scene.png"
     Image.fromarray(image).save(path)
-    out = _run(tmp_path, "--image", str(path), "--command", "Segment the cup.", "--seed", "3")
+    out = _run(tmp_path, "--image", str(path), "--command", "Segment the cup.")
     result = _check_outputs(out, (50, 70, 3))
     assert result["command"] == "Segment the cup."
     assert np.array_equal(np.asarray(Image.open(out / "input.png")), image)
@@ -84,10 +76,10 @@ def test_demo_bad_image_exits_2(tmp_path, capsys, kind):
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_rejects_unknown_model(tmp_path):
+def test_demo_rejects_a_missing_model_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["--model", "no_such_model", "--output", str(tmp_path)])
-    assert info.value.code == 2
+        main(["--model-path", str(tmp_path / "nothing"), "--output", str(tmp_path / "out")])
+    assert info.value.code == 2 and "cannot load" in capsys.readouterr().err
 
 
 def _command_lines(text):

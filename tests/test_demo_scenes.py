@@ -3,6 +3,7 @@
 import json
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -143,8 +144,34 @@ def test_held_out_split_is_disjoint_in_scenes_and_phrasings():
     assert all(c.text in held_phr for s in val for c in s.commands("heldout"))
     val_ds = DemoScenesDataset("val", num_scenes=1, frames_per_scene=2)
     assert all(m["query"] in held_phr for m in val_ds[0].meta["conversation_meta"])
-    train_ds = DemoScenesDataset("train", num_scenes=1, frames_per_scene=2)
+    train_ds = DemoScenesDataset("train", num_scenes=1, frames_per_scene=2, word_dropout=0.0)
     assert all(m["query"] in train_phr for i in range(2) for m in train_ds[i].meta["conversation_meta"])
+
+
+def test_word_dropout_leaves_out_words_of_a_training_phrasing():
+    def is_subsequence(short, long):
+        words = iter(long)
+        return all(word in words for word in short)
+
+    dataset = DemoScenesDataset("train", num_scenes=4, frames_per_scene=2, word_dropout=0.5)
+    queries = [m for i in range(len(dataset)) for m in dataset[i].meta["conversation_meta"]]
+    shortened = 0
+    for meta in queries:
+        phrasings = [text.split() for text in INTENTS[meta["intent"]].train]
+        assert any(is_subsequence(meta["query"].split(), words) for words in phrasings), meta["query"]
+        assert len(meta["query"].split()) >= 2
+        shortened += meta["query"] not in INTENTS[meta["intent"]].train
+    assert shortened > len(queries) // 4
+
+
+def test_held_out_phrasings_reuse_words_of_their_intents_training_phrasings():
+    # The demo model learns language from these commands alone: a held-out phrasing is a new
+    # sentence, but its key words must be ones the training phrasings of that intent teach.
+    words = lambda text: set(re.findall(r"[a-z]{4,}", text.lower()))  # noqa: E731
+    for name, intent in INTENTS.items():
+        taught = set().union(*map(words, intent.train))
+        for text in intent.heldout:
+            assert words(text) & taught, (name, text)
 
 
 def test_every_command_target_exists_satisfies_its_intent_and_has_the_object_box():
@@ -183,6 +210,18 @@ def test_every_command_target_exists_satisfies_its_intent_and_has_the_object_box
                 target.category
             ].footprint_radius * target.scale
     assert {"cut_paper", "most_vitamin_c", "rolls", "food_scraps", "tallest"} <= seen
+
+
+def test_render_all_fills_the_cache_with_the_same_frames():
+    lazy = DemoScenesDataset("train", num_scenes=2, frames_per_scene=2, seed=3)
+    eager = DemoScenesDataset("train", num_scenes=2, frames_per_scene=2, seed=3, cache_frames=4)
+    eager.render_all(processes=2, progress=False)
+    assert len(eager._cache) == 4
+    for index in range(4):
+        a, b = lazy.frame(index), eager._cache[index]
+        assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.depth, b.depth) and np.array_equal(a.labels, b.labels)
+    with pytest.raises(ValueError, match="cache_frames"):
+        DemoScenesDataset("train", num_scenes=2, frames_per_scene=2, cache_frames=3).render_all(progress=False)
 
 
 def test_samples_have_one_mask_per_seg_and_visible_targets():
@@ -246,7 +285,7 @@ def test_demo_bag_is_written_and_readable(tmp_path, storage):
     # Image stamps match the header, and the first image is the first frame's rendering.
     timestamp, first = images[0]
     assert first.header.stamp.sec * 10**9 + first.header.stamp.nanosec == timestamp
-    scene = make_scene(0, "val", 0, frames=3)
+    scene = make_scene(0, "test", 0, frames=3)  # the default: held out from training and model selection
     assert np.array_equal(first.data.reshape(240, 320, 3), scene.render(0).rgb)
     # Script: commands in order, times within the bag, masks on disk, boxes of real objects.
     scene_json = json.loads((out / "scene.json").read_text())

@@ -7,8 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from mini_datasets import make_reason_seg
-from mini_datasets_other import assert_labels_are_answers, make_all, tiny_collate_setup
+from training.mini_data.reason_seg import make_reason_seg
+from collate_checks import assert_labels_are_answers, tiny_collate_setup
+from training.mini_data.sources import make_all
 from training.data.collate import collate
 from training.data.mixture import MixtureDataset, MixtureSource, build_mixture, parse_rates
 from training.data.reason_seg import ReasonSegDataset

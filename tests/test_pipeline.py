@@ -238,10 +238,13 @@ def test_progress_and_cancel(pipeline):
     assert canceled.status == Status.ERROR and canceled.canceled and canceled.error == "canceled"
 
 
-def test_from_parameters_uses_the_built_in_tiny_model(caplog):
+def test_from_parameters_defaults_to_the_built_in_demo_model(caplog):
+    from lisa_model import DEMO_MODEL_DIR
+
     with caplog.at_level(logging.WARNING):
         pipeline = Pipeline.from_parameters({"max_new_tokens": 3, "device": "cpu", "max_image_age": 0.5})
-    assert "built-in default model" in caplog.text
+    assert "built-in demo model" in caplog.text and str(DEMO_MODEL_DIR) in caplog.text
+    assert pipeline.predictor.model.config.sam_image_size == 256  # the demo shape, not the tiny one
     assert pipeline.predictor.max_new_tokens == 3 and pipeline.max_image_age == 0.5
     pipeline.set_frame(image(), T0)
     assert pipeline.answer(1, "segment the cup", T0).ok

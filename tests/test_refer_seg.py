@@ -7,14 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from mini_datasets_other import (
-    _rle_string,
-    assert_labels_are_answers,
-    command_of,
-    make_refer_seg,
-    rle_counts,
-    tiny_collate_setup,
-)
+from collate_checks import assert_labels_are_answers, command_of, tiny_collate_setup
+from training.mini_data.sources import _rle_string, make_refer_seg, rle_counts
 from training.data.coco_masks import mask_from_rle_counts, rle_counts_from_string, segmentation_mask
 from training.data.collate import collate
 from training.data.refer_seg import ReferSegDataset, build_refer_seg_dataset, load_refs

@@ -3,16 +3,8 @@
 import numpy as np
 import pytest
 
-from mini_datasets_other import (
-    assert_labels_are_answers,
-    command_of,
-    make_ade20k,
-    make_cocostuff,
-    make_mapillary,
-    make_paco_lvis,
-    make_pascal_part,
-    tiny_collate_setup,
-)
+from collate_checks import assert_labels_are_answers, command_of, tiny_collate_setup
+from training.mini_data.sources import make_ade20k, make_cocostuff, make_mapillary, make_paco_lvis, make_pascal_part
 from training.data.class_names import ADE20K_CLASSES, COCO_STUFF_CLASSES
 from training.data.collate import collate
 from training.data.semantic_seg import (

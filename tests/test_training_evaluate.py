@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lisa_model.metrics import SegmentationMeter
-from mini_datasets import make_all
+from training.mini_data.reason_seg import make_all
 from training import evaluate
 from training.data.collate import collate, forward_kwargs
 from training.data.reason_seg import ReasonSegDataset, portion_of
@@ -143,7 +143,7 @@ def test_format_table_lists_every_group():
 
 
 def test_refcoco_cli_scores_every_expression(tmp_path):
-    other = pytest.importorskip("mini_datasets_other")
+    from training.mini_data import sources as other
     other.make_refer_seg(tmp_path, "refcoco")
     results = evaluate.main(["--model", "tiny", "--refer-root", str(tmp_path / "refer_seg"), "--refer-datasets", "refcoco",
                              "--refer-splits", "val", "--no-progress", "--output", str(tmp_path / "r.json")])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lisa_model.processing.tokenization import IGNORE_INDEX, SEG_TOKEN
-from mini_datasets import EXPLANATION, OPENIMAGES, SCANNET, expected_mask, make_reason_seg
+from training.mini_data.reason_seg import EXPLANATION, OPENIMAGES, SCANNET, expected_mask, make_reason_seg
 from training.data import templates
 from training.data.collate import collate, forward_kwargs
 from training.data.reason_seg import ReasonSegDataset, portion_of, rasterize_shapes, scannet_scene_of

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mini_datasets import (INVALID_POSE_FRAME, SCANNET, SCANNET_SCENES, TARGET_FRAME, expected_mask,
+from training.mini_data.reason_seg import (INVALID_POSE_FRAME, SCANNET, SCANNET_SCENES, TARGET_FRAME, expected_mask,
                            make_all, scannet_frame)
 from training.data.reason_seg import ReasonSegDataset
 from training.data.scannet_frames import associate, list_frames, pose_is_valid
@@ -47,7 +47,7 @@ def test_association_with_the_wrong_scene_scores_low(mini):
 
 
 def test_association_skips_frames_without_a_valid_pose(tmp_path):
-    from mini_datasets import make_scannet_export
+    from training.mini_data.reason_seg import make_scannet_export
 
     scene_dir = make_scannet_export(str(tmp_path), "scene0009_00")
     query = scannet_frame(INVALID_POSE_FRAME)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lisa_model.processing.conversation import image_user_message
-from mini_datasets_other import LLAVA_RECORDS, assert_labels_are_answers, make_llava_instruct, tiny_collate_setup
+from collate_checks import assert_labels_are_answers, tiny_collate_setup
+from training.mini_data.sources import LLAVA_RECORDS, make_llava_instruct
 from training.data.collate import collate
 from training.data.vqa import LlavaInstructDataset, build_vqa_dataset, llava_turns
 

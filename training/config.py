@@ -43,7 +43,7 @@ class DataSection:
     num_workers: int = 0
     demo_scenes: int = 400  # demo_scenes: scenes of the train split
     demo_frames: int = 8  # demo_scenes: frames per scene
-    generate_mini: bool = False  # write the miniature datasets (tests/mini_datasets*.py) under root first
+    generate_mini: bool = False  # write the miniature datasets (training.mini_data) under root first
 
 
 @dataclass

@@ -228,12 +228,15 @@ def save_worst_overlays(
 
 def format_table(results: dict) -> str:
     """Rows task/group with gIoU, cIoU (in %) and the number of masks; empty groups are left out."""
-    lines = [f"{'task':<24}{'group':<12}{'gIoU':>8}{'cIoU':>8}{'masks':>8}"]
+    task_width = max([24, *(len(task) + 2 for task in results)])
+    group_width = max([12, *(len(group) + 2 for groups in results.values() for group in groups)])
+    lines = [f"{'task':<{task_width}}{'group':<{group_width}}{'gIoU':>8}{'cIoU':>8}{'masks':>8}"]
     for task, groups in results.items():
         for group, value in groups.items():
             if value["count"] == 0 and group != "overall":
                 continue  # e.g. the other portion when one portion is evaluated
-            lines.append(f"{task:<24}{group:<12}{100 * value['giou']:>8.2f}{100 * value['ciou']:>8.2f}{value['count']:>8d}")
+            lines.append(f"{task:<{task_width}}{group:<{group_width}}"
+                         f"{100 * value['giou']:>8.2f}{100 * value['ciou']:>8.2f}{value['count']:>8d}")
     return "\n".join(lines)
 
 
@@ -289,8 +292,8 @@ def build_tasks(args, use_im_start_end: bool) -> list[EvalTask]:
 
 
 def demo_scene_tasks(split: str, scenes: int, use_im_start_end: bool, frames_per_scene: int = 8, seed: int = 0,
-                     limit: int | None = None) -> list[EvalTask]:
-    """Synthetic demo scenes of `split`, asked with the held-out phrasings, then with the training ones."""
+                     limit: int | None = None, phrasings: tuple[str, ...] = ("heldout", "train")) -> list[EvalTask]:
+    """Synthetic demo scenes of `split`, asked with the held-out phrasings, then (by default) the training ones."""
     from .data.demo_scenes import DEMO_GROUPS, DemoScenesDataset, demo_groups
 
     return [
@@ -298,7 +301,7 @@ def demo_scene_tasks(split: str, scenes: int, use_im_start_end: bool, frames_per
                  DemoScenesDataset(split, num_scenes=scenes, frames_per_scene=frames_per_scene, phrasing=phrasing,
                                    use_im_start_end=use_im_start_end, seed=seed),
                  DEMO_GROUPS, demo_groups, limit)
-        for phrasing in ("heldout", "train")
+        for phrasing in phrasings
     ]
 
 

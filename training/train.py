@@ -105,8 +105,10 @@ def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
 
         # Every frame stays in memory (about 0.6 MB each): rendering one costs more than a training step.
         frames = data.demo_scenes * data.demo_frames
-        return DemoScenesDataset("train", num_scenes=data.demo_scenes, frames_per_scene=data.demo_frames,
-                                 use_im_start_end=use_im_start_end, seed=seed, cache_frames=frames)
+        dataset = DemoScenesDataset("train", num_scenes=data.demo_scenes, frames_per_scene=data.demo_frames,
+                                    use_im_start_end=use_im_start_end, seed=seed, cache_frames=frames)
+        dataset.render_all(progress=config.train.progress)
+        return dataset
     if data.kind in ("reason_seg", "scannet"):
         return ReasonSegDataset(reason_seg_root(config), "train", portion="scannet" if data.kind == "scannet" else "all",
                                 explanatory_ratio=data.explanatory_ratio, use_im_start_end=use_im_start_end, seed=seed)
@@ -131,9 +133,9 @@ def build_eval_tasks(config: TrainConfig, use_im_start_end: bool) -> list:
     if config.data.kind == "demo_scenes":
         from .evaluate import demo_scene_tasks
 
-        # Unseen scenes asked with held-out phrasings (the first: it selects the best checkpoint), then training ones.
+        # Unseen scenes asked with held-out phrasings: they select the best checkpoint.
         return demo_scene_tasks(config.eval.split, config.eval.demo_scenes, use_im_start_end,
-                                config.data.demo_frames, config.train.seed, config.eval.limit)
+                                config.data.demo_frames, config.train.seed, config.eval.limit, phrasings=("heldout",))
 
     portion = config.eval.portion or ("scannet" if config.data.kind == "scannet" else "all")
     dataset = ReasonSegDataset(reason_seg_root(config), config.eval.split, portion=portion, train=False,

@@ -56,6 +56,9 @@ class DemoScenesDataset(ItemDataset):
             for split "train", else "heldout". Training draws a random phrasing of the
             intent per draw; evaluation uses the scene's fixed one.
         queries_per_image (int): training: at most this many commands per item.
+        word_dropout (float): training: each word of a command is left out with this
+            probability (at least two words stay), so that no sentence frame alone
+            identifies an intent and the command's key words must be used.
         prompt_weights (tuple): training: probabilities of the three prompt forms above.
         min_visible_pixels (int): a command is asked in a frame only when its target
             covers at least this many pixels there.
@@ -76,6 +79,7 @@ class DemoScenesDataset(ItemDataset):
         train: bool | None = None,
         phrasing: str | None = None,
         queries_per_image: int = 3,
+        word_dropout: float = 0.15,
         prompt_weights: tuple[float, float, float] = (0.5, 0.25, 0.25),
         min_visible_pixels: int = 100,
         use_im_start_end: bool = True,
@@ -92,6 +96,7 @@ class DemoScenesDataset(ItemDataset):
         if self.phrasing not in ("train", "heldout"):
             raise ValueError(f"phrasing must be 'train' or 'heldout', got {self.phrasing!r}")
         self.queries_per_image = int(queries_per_image)
+        self.word_dropout = float(word_dropout)
         self.prompt_weights = tuple(float(w) for w in prompt_weights)
         self.min_visible_pixels = int(min_visible_pixels)
         self.use_im_start_end = use_im_start_end
@@ -130,6 +135,27 @@ class DemoScenesDataset(ItemDataset):
             self._cache.popitem(last=False)
         return frame
 
+    def render_all(self, processes: int | None = None, progress: bool = True) -> None:
+        """Render every frame into the cache, in `processes` worker processes (default: all cores).
+
+        Rendering (about 0.15-0.2 s a frame on one core) dominates a small model's first
+        epoch otherwise. The cache must hold every frame (`cache_frames` >= len(self)).
+        """
+        import multiprocessing
+        import os
+
+        from tqdm import tqdm
+
+        if self._cache_size < len(self):
+            raise ValueError(f"cache_frames {self._cache_size} cannot hold all {len(self)} frames")
+        jobs = [(self.seed, self.split, scene, self.frames_per_scene, self.num_objects, self.intrinsics)
+                for scene in range(self.num_scenes)]
+        with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
+            scenes = pool.imap(_render_scene, jobs)
+            for scene, frames in enumerate(tqdm(scenes, total=len(jobs), desc="render demo scenes", disable=not progress)):
+                for frame_index, frame in enumerate(frames):
+                    self._cache[scene * self.frames_per_scene + frame_index] = frame
+
     def visible_commands(self, index: int) -> list[Command]:
         """The commands of item `index`'s scene whose target is visible in its frame."""
         frame = self.frame(index)
@@ -151,7 +177,8 @@ class DemoScenesDataset(ItemDataset):
         if self.train:
             chosen = rng.sample(commands, min(self.queries_per_image, len(commands)))
             # A fresh phrasing of the same intent each time the item is drawn.
-            chosen = [replace(c, text=rng.choice(getattr(INTENTS[c.intent], self.phrasing))) for c in chosen]
+            chosen = [replace(c, text=self._drop_words(rng.choice(getattr(INTENTS[c.intent], self.phrasing)), rng))
+                      for c in chosen]
             conversations, info = zip(*(self._train_turn(c, rng) for c in chosen))
         else:
             chosen = commands
@@ -175,6 +202,11 @@ class DemoScenesDataset(ItemDataset):
         }
         return Sample(image=frame.rgb, conversations=list(conversations), masks=masks, source=self.source, meta=meta)
 
+    def _drop_words(self, text: str, rng) -> str:
+        words = text.split()
+        kept = [word for word in words if rng.random() >= self.word_dropout]
+        return " ".join(kept) if len(kept) >= 2 else text
+
     def _train_turn(self, command: Command, rng):
         form = rng.choices(range(3), weights=self.prompt_weights)[0]
         if form == 0:
@@ -187,3 +219,10 @@ class DemoScenesDataset(ItemDataset):
             turn = Turn(image_user_message(question, self.use_im_start_end),
                         f"{templates.seg_answer(rng)} {command.explanation}")
         return [turn], {"query": command.text, "is_sentence": True, "explanatory": form}
+
+
+def _render_scene(job) -> list[Frame]:
+    """Every frame of one scene (a worker process's job in `render_all`)."""
+    seed, split, index, frames, num_objects, intrinsics = job
+    scene = make_scene(seed, split, index, frames=frames, num_objects=num_objects, intrinsics=intrinsics)
+    return [scene.render(frame) for frame in range(frames)]

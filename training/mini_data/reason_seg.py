@@ -1,4 +1,4 @@
-"""Miniature datasets in the real on-disk layouts, generated for tests.
+"""Miniature ReasonSeg and ScanNet exports in the real on-disk layouts, generated (tests, smoke runs).
 
 `make_reason_seg(root)` writes ReasonSeg (train/val/test, both the OpenImages and the
 ScanNetv2 portion, explanatory/train.json); `make_scannet_export(root, scene)` writes

@@ -1,6 +1,6 @@
 """Miniature ADE20K, COCO-Stuff, PACO-LVIS, PASCAL-Part, refCOCO-family and LLaVA-Instruct
 datasets, written in the real on-disk layouts under one data root (the reference's
-`dataset/` tree, see docs/training_datasets.md), with the expected masks.
+`dataset/` tree, see the README), with the expected masks.
 
 Label maps are drawn from rectangles, so every expected mask is known exactly.
 COCO polygons are axis-aligned rectangles [x0, y0, x1, y0, x1, y1, x0, y1] with
@@ -8,8 +8,6 @@ integer corners, which pycocotools fills as the half-open box [x0, x1) x [y0, y1
 RLE annotations are encoded here, independently of pycocotools: uncompressed
 (column-major run lengths starting with zeros, COCO's iscrowd form) and compressed
 (COCO's string form, `_rle_string`).
-
-Also the label check shared by the loaders' tests: `assert_labels_are_answers`.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lisa_model.processing.tokenization import IGNORE_INDEX
 
 
 # ---------------------------------------------------------------- helpers
@@ -381,53 +378,3 @@ def make_all(data_root: Path) -> dict:
     for dataset in ("refclef", "refcoco", "refcoco+", "refcocog"):
         expected[dataset] = make_refer_seg(data_root, dataset)
     return expected
-
-
-# ---------------------------------------------------------------- label check
-
-
-def answer_spans(labels) -> list[list[int]]:
-    """The runs of label ids that are not IGNORE_INDEX (one per assistant answer)."""
-    spans, current = [], []
-    for label in list(labels):
-        label = int(label)
-        if label != IGNORE_INDEX:
-            current.append(label)
-        elif current:
-            spans.append(current)
-            current = []
-    if current:
-        spans.append(current)
-    return spans
-
-
-def assert_labels_are_answers(batch: dict, samples: list, tokenizer) -> None:
-    """Each conversation's unmasked label tokens decode to its answers + "</s>", turn by turn.
-
-    Compared without whitespace: LLaMA-style tokenisation drops the space before
-    [SEG] (see lisa_model.processing.tokenization), which decoding cannot restore.
-    """
-    answers = [[turn.assistant for turn in turns] for sample in samples for turns in sample.conversations]
-    assert len(answers) == batch["labels"].shape[0]
-    for row, expected in zip(batch["labels"], answers):
-        spans = answer_spans(row)
-        decoded = [tokenizer.decode(span).replace(" ", "") for span in spans]
-        assert decoded == [(answer + "</s>").replace(" ", "") for answer in expected], (decoded, expected)
-
-
-def command_of(first_user_turn: str, use_im_start_end: bool = True) -> str:
-    """The command of a first user turn, checking it starts with the image placeholder."""
-    from lisa_model.processing.conversation import image_user_message
-
-    prefix = image_user_message("", use_im_start_end)
-    assert first_user_turn.startswith(prefix), first_user_turn
-    return first_user_turn[len(prefix) :]
-
-
-def tiny_collate_setup():
-    """The tiny tokenizer and a tiny model config for collate()."""
-    from lisa_model.config import tiny_config
-    from lisa_model.tokenizer import build_tiny_tokenizer, seg_token_id
-
-    tokenizer = build_tiny_tokenizer()
-    return tokenizer, tiny_config(len(tokenizer), seg_token_id(tokenizer))
