@@ -486,7 +486,7 @@ def test_diagnostics(lisa, client):
     statuses = [s for a in arrays for s in a.status if s.name.startswith(NODE)]
     assert statuses, [s.name for a in arrays for s in a.status]
     values = {kv.key: kv.value for kv in statuses[-1].values}
-    assert values["model"] == "built-in tiny model" and int(values["commands_answered"]) > 0
+    assert values["model"] == "built-in demo model" and int(values["commands_answered"]) > 0
 
 
 def test_lifecycle_transitions(lisa, client):
