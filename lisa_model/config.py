@@ -92,30 +92,28 @@ def demo_config(vocab_size: int, seg_token_id: int) -> LisaConfig:
     LLaMA of hidden size 128, the tiny CLIP at 112 px (64 image tokens keep the training
     step short) and SAM at 256 px with 64-wide embeddings (64x64 low-resolution masks
     from 16 upscaled channels: small objects of a 320x240 image keep their outline)."""
-    config = _small_config(_llama(vocab_size, hidden=128, intermediate=256, layers=4, heads=4, context=2048),
-                           seg_token_id, 112, "linear", sam_image_size=256)
-    config.sam_encoder_embed_dim = config.sam_prompt_embed_dim = config.sam_iou_head_hidden_dim = 64
-    config.sam_decoder_mlp_dim = 128
-    return config
+    return _small_config(_llama(vocab_size, hidden=128, intermediate=256, layers=4, heads=4, context=2048),
+                         seg_token_id, 112, "linear", sam_image_size=256, sam_width=64)
 
 
 def _small_config(llm: LlamaConfig, seg_token_id: int, clip_image_size: int, projector: str,
-                  sam_image_size: int) -> LisaConfig:
-    """`llm` with a 2-layer CLIP (hidden 32) and a 2-layer SAM ViT (embedding 32)."""
+                  sam_image_size: int, sam_width: int = 32) -> LisaConfig:
+    """`llm` with a 2-layer CLIP (hidden 32) and a 2-layer SAM ViT whose embeddings, prompt and
+    mask-decoder widths are `sam_width`."""
     return LisaConfig(
         llm=llm,
         vision=_clip(hidden=32, intermediate=64, layers=2, heads=2, image_size=clip_image_size),
         seg_token_id=seg_token_id,
         mm_projector_type=projector,
         sam_image_size=sam_image_size,
-        sam_encoder_embed_dim=32,
+        sam_encoder_embed_dim=sam_width,
         sam_encoder_depth=2,
         sam_encoder_num_heads=2,
         sam_encoder_global_attn_indexes=(1,),
         sam_encoder_window_size=4,
-        sam_prompt_embed_dim=32,
-        sam_decoder_mlp_dim=64,
-        sam_iou_head_hidden_dim=32,
+        sam_prompt_embed_dim=sam_width,
+        sam_decoder_mlp_dim=2 * sam_width,
+        sam_iou_head_hidden_dim=sam_width,
     )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .lora import check_trainable_keys, trainable_parameter_names
+
 
 def shard_model(model: nn.Module) -> None:
     """Shard `model` (a LoRA-injected LisaModel, already on its device) in place.
@@ -42,19 +44,16 @@ def trainable_state_dict(model: nn.Module) -> dict:
     """The trainable parameters, gathered whole on rank 0 (on CPU); empty on other ranks. A collective."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    names = {name for name, param in model.named_parameters() if param.requires_grad}
+    names = set(trainable_parameter_names(model))
     state = get_model_state_dict(model, options=_options(cpu_offload=True, ignore_frozen_params=True))
-    return {name: tensor for name, tensor in state.items() if name in names}
+    return {name: tensor for name, tensor in state.items() if name in names}  # buffers are not trained
 
 
 def load_trainable_state_dict(model: nn.Module, state: dict) -> None:
     """Shard a full trainable state (every rank passes the same one) into `model`."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-    names = {name for name, param in model.named_parameters() if param.requires_grad}
-    if set(state) != names:
-        raise ValueError(f"checkpoint holds {sorted(set(state) - names)[:5]} extra and "
-                         f"lacks {sorted(names - set(state))[:5]} trainable parameters")
+    check_trainable_keys(model, state)
     set_model_state_dict(model, state, options=_options(strict=False))
 
 

@@ -91,13 +91,18 @@ def trainable_state_dict(model: nn.Module) -> dict:
     return {name: param.detach().cpu().clone() for name, param in model.named_parameters() if param.requires_grad}
 
 
-def load_trainable_state_dict(model: nn.Module, state: dict) -> None:
-    """Copy a `trainable_state_dict` back; every trainable parameter must be in it and nothing else."""
-    params = dict(model.named_parameters())
+def check_trainable_keys(model: nn.Module, state: dict) -> None:
+    """Raise ValueError unless `state` holds exactly the trainable parameters of `model`."""
     expected = set(trainable_parameter_names(model))
     if set(state) != expected:
         raise ValueError(f"checkpoint holds {sorted(set(state) - expected)[:5]} extra and "
                          f"lacks {sorted(expected - set(state))[:5]} trainable parameters")
+
+
+def load_trainable_state_dict(model: nn.Module, state: dict) -> None:
+    """Copy a `trainable_state_dict` back; every trainable parameter must be in it and nothing else."""
+    check_trainable_keys(model, state)
+    params = dict(model.named_parameters())
     for name, tensor in state.items():
         params[name].data.copy_(tensor.to(params[name].dtype))
 

@@ -114,13 +114,14 @@ class DemoScenesDataset(ItemDataset):
         """Scene `scene_index` of the split (cached)."""
         key = int(scene_index)
         if key not in self._scenes:
-            self._scenes[key] = make_scene(
-                self.seed, self.split, key, frames=self.frames_per_scene, num_objects=self.num_objects,
-                intrinsics=self.intrinsics,
-            )
+            self._scenes[key] = make_scene(**self._scene_arguments(key))
             while len(self._scenes) > 256:
                 self._scenes.popitem(last=False)
         return self._scenes[key]
+
+    def _scene_arguments(self, scene_index: int) -> dict:
+        return dict(seed=self.seed, split=self.split, index=scene_index, frames=self.frames_per_scene,
+                    num_objects=self.num_objects, intrinsics=self.intrinsics)
 
     def frame(self, index: int) -> Frame:
         """The rendered frame of item `index` (cached)."""
@@ -148,8 +149,7 @@ class DemoScenesDataset(ItemDataset):
 
         if self._cache_size < len(self):
             raise ValueError(f"cache_frames {self._cache_size} cannot hold all {len(self)} frames")
-        jobs = [(self.seed, self.split, scene, self.frames_per_scene, self.num_objects, self.intrinsics)
-                for scene in range(self.num_scenes)]
+        jobs = [self._scene_arguments(scene) for scene in range(self.num_scenes)]
         with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
             scenes = pool.imap(_render_scene, jobs)
             for scene, frames in enumerate(tqdm(scenes, total=len(jobs), desc="render demo scenes", disable=not progress)):
@@ -221,8 +221,7 @@ class DemoScenesDataset(ItemDataset):
         return [turn], {"query": command.text, "is_sentence": True, "explanatory": form}
 
 
-def _render_scene(job) -> list[Frame]:
+def _render_scene(arguments: dict) -> list[Frame]:
     """Every frame of one scene (a worker process's job in `render_all`)."""
-    seed, split, index, frames, num_objects, intrinsics = job
-    scene = make_scene(seed, split, index, frames=frames, num_objects=num_objects, intrinsics=intrinsics)
-    return [scene.render(frame) for frame in range(frames)]
+    scene = make_scene(**arguments)
+    return [scene.render(frame) for frame in range(arguments["frames"])]
