@@ -6,7 +6,9 @@ VENV ?= $(or $(LISA_VENV),.venv)
 setup:
 	LISA_VENV="$(abspath $(VENV))" bash scripts/setup.sh
 
+# The lint (ruff.toml), then the test suite.
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests
 
 # The demo bag (2 held-out synthetic scenes, commands and ground truth) through the node's

@@ -41,6 +41,7 @@ from lisa_ros.geometry import (
     extract_region,
     transform_points,
 )
+from lisa_ros.synthetic.raycast import Primitive, cast_rays, pixel_rays
 
 INTRINSICS = CameraIntrinsics(577.87, 577.87, 319.5, 239.5, 640, 480)
 STAGES = ("depth", "backproject", "backproject_hr", "extract", "fusion")
@@ -71,17 +72,12 @@ def synthetic_frame(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(depth uint16 480x640 millimetres, box mask bool 480x640, camera-to-world 4x4)."""
     rng = np.random.default_rng(seed)
     pose = camera_pose()
-    rows, cols = np.mgrid[0:480, 0:640]
-    rays = np.stack([(cols - INTRINSICS.cx) / INTRINSICS.fx, (rows - INTRINSICS.cy) / INTRINSICS.fy, np.ones(rows.shape)], -1)
-    rays = rays.reshape(-1, 3) @ pose[:3, :3].T
-    origin = pose[:3, 3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.where(rays[:, 2] < 0, -origin[2] / rays[:, 2], np.inf)  # the floor z = 0
-        low, high = np.array([-0.15, -0.10, 0.0]), np.array([0.15, 0.10, 0.25])  # the box
-        t1, t2 = (low - origin) / rays, (high - origin) / rays
-    near, far = np.minimum(t1, t2).max(axis=1), np.maximum(t1, t2).min(axis=1)
-    on_box = (near <= far) & (near > 0) & (near < depth)
-    depth = np.where(on_box, near, depth).reshape(480, 640)
+    identity, grey = tuple(map(tuple, np.eye(3).tolist())), (0.5, 0.5, 0.5)
+    floor = Primitive("box", (0.0, 0.0, -0.005), identity, (20.0, 20.0, 0.005), grey)  # its top is z = 0
+    box = Primitive("box", (0.0, 0.0, 0.125), identity, (0.15, 0.10, 0.125), grey)
+    hits = cast_rays([floor, box], *pixel_rays(INTRINSICS, pose))  # depth: rays through pixel centres
+    on_box = hits.primitive == 1
+    depth = hits.t.reshape(480, 640)
     depth = depth + rng.normal(0, 0.002, depth.shape)
     depth[rng.random(depth.shape) < 0.02] = 0
     millimetres = np.clip(np.nan_to_num(depth * 1000, posinf=0), 0, 65535).astype(np.uint16)
@@ -123,8 +119,12 @@ def run_case(millimetres, box_mask, pose, fraction: float, repeats: int, warmup:
     mask_hr = cv2.resize(mask.astype(np.uint8), (1296, 968), interpolation=cv2.INTER_NEAREST).astype(bool)
     ms = {}
     ms["depth"], depth_m = median_ms(lambda: depth_to_meters(millimetres), repeats, warmup)
-    ms["backproject"], points = median_ms(lambda: backproject_mask(mask, depth_m, INTRINSICS, erode_pixels=1), repeats, warmup)
-    ms["backproject_hr"], _ = median_ms(lambda: backproject_mask(mask_hr, depth_m, INTRINSICS, erode_pixels=1), repeats, warmup)
+    ms["backproject"], points = median_ms(
+        lambda: backproject_mask(mask, depth_m, INTRINSICS, erode_pixels=1), repeats, warmup
+    )
+    ms["backproject_hr"], _ = median_ms(
+        lambda: backproject_mask(mask_hr, depth_m, INTRINSICS, erode_pixels=1), repeats, warmup
+    )
     world = transform_points(points, pose)
     ms["extract"], region = median_ms(lambda: extract_region(world), repeats, warmup)
 
@@ -143,7 +143,8 @@ def run_case(millimetres, box_mask, pose, fraction: float, repeats: int, warmup:
         "region_point_count": int(region.point_count) if region else 0,
         "median_ms": ms,
         "targets": {
-            name: {"target_ms": target, "measured_ms": ms[name], "met": ms[name] <= target} for name, target in TARGETS_MS.items()
+            name: {"target_ms": target, "measured_ms": ms[name], "met": ms[name] <= target}
+            for name, target in TARGETS_MS.items()
         },
     }
 
@@ -214,8 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     millimetres, box_mask, pose = synthetic_frame(args.seed)
-    cases = [run_case(millimetres, box_mask, pose, fraction, args.repeats, args.warmup) for fraction in args.mask_fraction]
-    result = {"environment": environment(), "frame": [480, 640], "warmup": args.warmup, "repeats": args.repeats, "cases": cases}
+    cases = [
+        run_case(millimetres, box_mask, pose, fraction, args.repeats, args.warmup) for fraction in args.mask_fraction
+    ]
+    result = {
+        "environment": environment(),
+        "frame": [480, 640],
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "cases": cases,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     env = result["environment"]

@@ -218,7 +218,9 @@ def run_ours(predictor: LisaPredictor, probe: GenerationProbe, frame) -> dict[st
 
 
 @torch.no_grad()
-def reference_command(model: LisaModel, tokenizer, frame, command: str, conversation: Conversation, max_new_tokens: int):
+def reference_command(
+    model: LisaModel, tokenizer, frame, command: str, conversation: Conversation, max_new_tokens: int
+):
     """One command the reference's way: everything recomputed from the frame and the full prompt.
 
     Returns (timings in seconds, boolean masks [N,H,W]); the answer is appended to `conversation`.
@@ -341,7 +343,8 @@ def format_table(summary: dict) -> str:
         ours_tokens, reference_tokens = entry["ours"]["tokens"], entry["reference"]["tokens"]
         lines.append(
             f"{SCENARIO_TITLES[scenario]}: prompt {ours_tokens['prompt_tokens']} tokens "
-            f"(prefill computes {ours_tokens['prefill_tokens']} ours / {reference_tokens['prefill_tokens']} reference), "
+            f"(prefill computes {ours_tokens['prefill_tokens']} ours / "
+            f"{reference_tokens['prefill_tokens']} reference), "
             f"{ours_tokens['new_tokens']} new tokens"
         )
         lines.append(f"  {'stage':<{width}}  {'ours ms':>10}  {'reference ms':>12}  {'ref/ours':>8}")
@@ -370,15 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-stage latency of LISA: our predictor (image cache, KV cache, prefix reuse) "
         "against a reference-style pipeline (everything recomputed per command, no KV cache).",
     )
-    parser.add_argument("--size", choices=SIZES, default="tiny", help="model size; 7b/13b use the real shapes with random weights")
+    parser.add_argument("--size", choices=SIZES, default="tiny",
+                        help="model size; 7b/13b use the real shapes with random weights")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bf16 on cuda, fp32 on cpu")
     parser.add_argument("--new-tokens", type=at_least(1), default=32, help="tokens generated per answer (EOS disabled)")
-    parser.add_argument("--image-size", type=parse_image_size, default=(480, 640), help="camera frame HxW (default 480x640)")
+    parser.add_argument("--image-size", type=parse_image_size, default=(480, 640),
+                        help="camera frame HxW (default 480x640)")
     parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed runs first")
     parser.add_argument("--repeats", type=at_least(1), default=10, help="timed runs; medians are reported")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--output", type=Path, default=None, help="JSON path (default outputs/bench/latency_<size>_<device>.json)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON path (default outputs/bench/latency_<size>_<device>.json)")
     return parser
 
 
@@ -409,7 +415,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "size": args.size,
         "environment": environment(device, dtype_name),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "parameters_by_part": {name: sum(p.numel() for p in part.parameters()) for name, part in model.named_children()},
+        "parameters_by_part": {
+            name: sum(p.numel() for p in part.parameters()) for name, part in model.named_children()
+        },
         "image_size": list(args.image_size),
         "new_tokens": args.new_tokens,
         "warmup": args.warmup,
@@ -438,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = run_benchmark(args)
     environment_info = result["environment"]
-    output = args.output or Path("outputs/bench") / f"latency_{args.size}_{torch.device(environment_info['device']).type}.json"
+    device_type = torch.device(environment_info["device"]).type
+    output = args.output or Path("outputs/bench") / f"latency_{args.size}_{device_type}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -451,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result["scenarios"]))
     if result["targets"]["checks"]:
         for name, check in result["targets"]["checks"].items():
-            print(f"target {name}: {check['measured']:.1f} vs {check['target']} -> {'met' if check['met'] else 'MISSED'}")
+            verdict = "met" if check["met"] else "MISSED"
+            print(f"target {name}: {check['measured']:.1f} vs {check['target']} -> {verdict}")
     print(f"wrote {output}")
     return 0
 

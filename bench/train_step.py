@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from lisa_model.processing.conversation import Turn, image_user_message
-from training.data.collate import collate, forward_kwargs
+from training.build import set_gradient_checkpointing
+from training.data.collate import collate, to_device
 from training.data.sample import Sample
 from training.lora import apply_lora
-from training.train import LOSS_WEIGHTS, _to_device, set_gradient_checkpointing
+from training.train import LOSS_WEIGHTS
 
 from .latency import build_model, environment
 
@@ -51,8 +52,8 @@ def synthetic_samples(batch_size: int, conversations: int, image_size: tuple[int
         image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         mask = np.zeros((1, height, width), dtype=np.uint8)
         mask[:, height // 4 : height // 2, width // 4 : width // 2] = 1
-        turns = [[Turn(image_user_message(f"Where is object {k}? Please output segmentation mask.", use_im_start_end), "It is [SEG].")]
-                 for k in range(conversations)]
+        questions = [f"Where is object {k}? Please output segmentation mask." for k in range(conversations)]
+        turns = [[Turn(image_user_message(question, use_im_start_end), "It is [SEG].")] for question in questions]
         samples.append(Sample(image, turns, [mask.copy() for _ in range(conversations)], "bench"))
     return samples
 
@@ -73,8 +74,8 @@ def time_steps(model, tokenizer, device, batch_size, conversations, image_size, 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.0)
-    batch = _to_device(forward_kwargs(collate(synthetic_samples(batch_size, conversations, image_size, model.config.mm_use_im_start_end), tokenizer,
-                                              model.config)), device)
+    samples = synthetic_samples(batch_size, conversations, image_size, model.config.mm_use_im_start_end)
+    batch = to_device(collate(samples, tokenizer, model.config), device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -114,8 +115,10 @@ def time_steps(model, tokenizer, device, batch_size, conversations, image_size, 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'batch':>6}{'convs':>7}{'ckpt':>6}{'text tok':>10}{'s/step':>10}{'min s':>9}{'peak GiB':>10}"]
     for row in rows:
-        lines.append(f"{row['batch_size']:>6}{row['conversations_per_image']:>7}{'yes' if row['gradient_checkpointing'] else 'no':>6}"
-                     f"{row['tokens']:>10}{row['seconds_per_step']:>10.4f}{row['seconds_min']:>9.4f}{row['peak_memory_gib']:>10.2f}")
+        checkpointing = "yes" if row["gradient_checkpointing"] else "no"
+        lines.append(f"{row['batch_size']:>6}{row['conversations_per_image']:>7}{checkpointing:>6}"
+                     f"{row['tokens']:>10}{row['seconds_per_step']:>10.4f}{row['seconds_min']:>9.4f}"
+                     f"{row['peak_memory_gib']:>10.2f}")
     return "\n".join(lines)
 
 

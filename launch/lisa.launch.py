@@ -4,7 +4,7 @@
   ros2 launch lisa_ros lisa.launch.py --show-args
 
 The arguments and their mapping to parameters and remappings live in
-lisa_ros/launch_config.py; this file only adapts them to launch_ros.
+lisa_ros/runtime/launch_config.py; this file only adapts them to launch_ros.
 """
 
 from launch import LaunchDescription
@@ -17,7 +17,7 @@ from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from lifecycle_msgs.msg import Transition
 
-from lisa_ros.launch_config import LAUNCH_ARGUMENTS, NODE_NAME, launch_configuration
+from lisa_ros.runtime.launch_config import LAUNCH_ARGUMENTS, NODE_NAME, launch_configuration
 
 
 def _change_state(node, transition_id):

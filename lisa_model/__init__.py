@@ -4,11 +4,12 @@ from .build import DEMO_MODEL_DIR, build_lisa, build_lisa_tiny, build_lisa_tiny_
 from .checkpoint import load_lisa, save_lisa
 from .config import LisaConfig
 from .modeling.lisa import LisaModel
-from .predictor import LisaPredictor, Prediction
+from .predictor import ContextOverflowError, LisaPredictor, Prediction
 from .processing.conversation import Conversation
 
 __all__ = [
     "DEMO_MODEL_DIR",
+    "ContextOverflowError",
     "Conversation",
     "LisaConfig",
     "LisaModel",

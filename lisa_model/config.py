@@ -80,7 +80,9 @@ def _clip(hidden: int, intermediate: int, layers: int, heads: int, image_size: i
     )
 
 
-def tiny_config(vocab_size: int, seg_token_id: int, clip_image_size: int = 224, projector: str = "linear") -> LisaConfig:
+def tiny_config(
+    vocab_size: int, seg_token_id: int, clip_image_size: int = 224, projector: str = "linear"
+) -> LisaConfig:
     """A few-MB LISA with the real structure: 2-layer LLaMA (hidden 64), 2-layer CLIP
     with the real patch grid (224 px -> 256 tokens, 336 px -> 576), tiny SAM at 128 px."""
     return _small_config(_llama(vocab_size, hidden=64, intermediate=128, layers=2, heads=4, context=2048),

@@ -13,6 +13,11 @@ from .processing.tokenization import IMAGE_TOKEN_INDEX, tokenize_prompt
 from .timing import timed
 
 
+class ContextOverflowError(ValueError):
+    """The prompt (earlier turns, image tokens and the new command) does not fit the
+    model's context. Starting a new conversation may make the command fit."""
+
+
 @dataclass
 class Prediction:
     """The answer to one command.
@@ -94,6 +99,9 @@ class LisaPredictor:
 
         Returns:
             Prediction: text, masks, mask logits, scores and timings.
+
+        Raises:
+            ContextOverflowError: when the prompt leaves no room in the model's context.
         """
         if not self.is_image_set:
             raise RuntimeError("call set_image() before predict()")
@@ -108,7 +116,7 @@ class LisaPredictor:
             ids = torch.tensor([tokenize_prompt(self.tokenizer, prompt)], device=self.model.device)
             ids = self.model.expand_image_placeholder(ids, ids, IMAGE_TOKEN_INDEX)
             if ids.shape[1] >= config.llm.max_position_embeddings:
-                raise ValueError(
+                raise ContextOverflowError(
                     f"the prompt has {ids.shape[1]} tokens (with {config.num_image_tokens} image tokens); "
                     f"the model's context is {config.llm.max_position_embeddings}"
                 )

@@ -2,10 +2,9 @@
 
 The content of every output message (SegmentationResult, the union mask and overlay
 images, the explanation, the target cloud, the markers) and which a result gets come
-from the ROS-free `lisa_ros.message_fields` (the bag evaluator writes the same content
-with rosbags); this module only builds rclpy messages from those fields. Diagnostics,
-and the conversions the other way (image messages -> lazily decoded pipeline Frames,
-poses and transforms -> 4x4 matrices) are here too.
+from the ROS-free `lisa_ros.runtime.message_fields` (the bag evaluator writes the same content
+with rosbags); this module only builds rclpy messages from those fields, and diagnostics.
+Input messages go the other way through lisa_ros.runtime.inputs.
 """
 
 from __future__ import annotations
@@ -19,18 +18,9 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from . import message_fields as fields
-from .message_fields import (  # noqa: F401  (re-exported: the node and tests use them from here)
-    camera_info_intrinsics,
-    frame_from_msg,
-    matrix_from_pose,
-    pose_msg_to_matrix,
-    quaternion_from_matrix,
-    stamp_ns,
-    transform_msg_to_matrix,
-)
 from .msg import SegmentationResult
-from .pipeline import NS_PER_S, Result
+from .runtime import message_fields as fields
+from .runtime.types import Result
 
 # SegmentationResult.STATUS_* and pipeline.Status share their values.
 assert (SegmentationResult.STATUS_OK, SegmentationResult.STATUS_NO_TARGET, SegmentationResult.STATUS_ERROR) == (0, 1, 2)
@@ -45,12 +35,6 @@ MESSAGE_CLASSES = {
 }
 
 
-def ns_to_stamp(nanoseconds: int) -> Time:
-    """Integer nanoseconds -> builtin_interfaces/Time."""
-    sec, nanosec = divmod(int(nanoseconds), NS_PER_S)
-    return Time(sec=sec, nanosec=nanosec)
-
-
 def _element_class(cls, name: str):
     """The message class of the elements of `cls`'s sequence field `name` ("sequence<pkg/Type>")."""
     kind = cls.get_fields_and_field_types()[name]
@@ -60,7 +44,7 @@ def _element_class(cls, name: str):
 
 
 def build(cls, values: dict):
-    """An rclpy message of class `cls` from lisa_ros.message_fields' nested dicts."""
+    """An rclpy message of class `cls` from lisa_ros.runtime.message_fields' nested dicts."""
     msg = cls()
     for name, value in values.items():
         if isinstance(value, dict):

@@ -1,15 +1,18 @@
-"""`lisa_node`: the LISA lifecycle node, a thin ROS adapter around lisa_ros.pipeline.
+"""`lisa_node`: the LISA lifecycle node, a thin ROS adapter around lisa_ros.runtime.
 
-Configure loads the model and creates the publishers; activate starts the
-subscriptions, the `~/segment` service and action and `~/reset_conversation`;
-deactivate stops them; cleanup frees the model. Commands are answered on a worker
-thread (lisa_ros.pipeline.CommandWorker), so subscriptions and services stay
-responsive while the model runs.
+Configure loads the model and creates the (lifecycle) publishers; activate starts the
+subscriptions, the `segment` service and action and `reset_conversation`, and enables
+the publishers; deactivate stops them; cleanup frees the model. Commands are answered on
+a worker thread (lisa_ros.runtime.worker.CommandWorker), so subscriptions and services
+stay responsive while the model runs.
 
-Depth, camera_info and camera poses (pose_topic, or tf2 when `tf2_ros` is installed
-and target_frame is set) go to the pipeline, which matches them to the image by stamp
-and computes each mask's 3D region; the node publishes them (~/target_cloud, ~/markers
-and the result's 3D fields).
+Every topic and service name is relative: with the launch defaults (namespace `lisa`)
+they are /lisa/image, /lisa/command, /lisa/result, ...; remapping moves them.
+
+Depth, camera_info and camera poses (the camera_pose topic with use_pose_topic, or tf2
+when `tf2_ros` is installed and target_frame is set) go to the pipeline, which matches
+them to the image by stamp and computes each mask's 3D region; the node publishes them
+(target_cloud, markers and the result's 3D fields).
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from . import codec, messages
+from . import messages
 from .action import Segment as SegmentAction
 from .msg import SegmentationResult
-from .parameters import PARAMETERS, validate
-from .pipeline import GEOMETRY_PARAMETERS, CommandWorker, Job, Pipeline, Result, Stage, Status, error_result
+from .runtime.inputs import PipelineInputs
+from .runtime.message_fields import frame_from_msg, transform_msg_to_matrix
+from .runtime.parameters import PARAMETERS, validate
+from .runtime.pipeline import Pipeline
+from .runtime.regions import GEOMETRY_PARAMETERS
+from .runtime.types import Result, Stage, Status, error_result
+from .runtime.worker import CommandWorker, Job
 from .srv import Segment as SegmentService
 
 NODE_NAME = "lisa"
@@ -59,7 +67,7 @@ _TYPES = {
 
 
 def parameter_descriptor(spec) -> ParameterDescriptor:
-    """The ParameterDescriptor of a lisa_ros.parameters.ParameterSpec."""
+    """The ParameterDescriptor of a lisa_ros.runtime.parameters.ParameterSpec."""
     descriptor = ParameterDescriptor(
         name=spec.name,
         type=_TYPES[spec.type],
@@ -108,10 +116,9 @@ class LisaNode(LifecycleNode):
         self._group = ReentrantCallbackGroup()
         self._pipeline: Pipeline | None = None
         self._worker: CommandWorker | None = None
-        self._outputs = {}
+        self._outputs = {}  # lifecycle publishers: created on configure, enabled while active
         self._inputs = []  # subscriptions, services, action server, timer: alive while active
-        self._active = False
-        self._compressed = False
+        self._accepting_commands = False  # false while deactivating: calls already dispatched are refused
         self._ids_lock = threading.Lock()
         self._last_id = 0
         self._in_flight = 0  # service and action calls waiting for their result
@@ -136,14 +143,15 @@ class LisaNode(LifecycleNode):
         try:
             self._worker = CommandWorker(self._pipeline, queue_size=params["queue_size"], logger=self.get_logger())
             depth = max(10, params["queue_size"])
+            publish = self.create_lifecycle_publisher
             self._outputs = {
-                "result": self.create_publisher(SegmentationResult, "~/result", reliable_qos(depth)),
-                "mask": self.create_publisher(Image, "~/mask", reliable_qos(10)),
-                "overlay": self.create_publisher(Image, "~/overlay", reliable_qos(10)),
-                "explanation": self.create_publisher(String, "~/explanation", reliable_qos(depth)),
-                "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10)),
-                "target_cloud": self.create_publisher(PointCloud2, "~/target_cloud", reliable_qos(10)),
-                "markers": self.create_publisher(MarkerArray, "~/markers", reliable_qos(10)),
+                "result": publish(SegmentationResult, "result", reliable_qos(depth)),
+                "mask": publish(Image, "mask", reliable_qos(10)),
+                "overlay": publish(Image, "overlay", reliable_qos(10)),
+                "explanation": publish(String, "explanation", reliable_qos(depth)),
+                "diagnostics": publish(DiagnosticArray, "/diagnostics", reliable_qos(10)),
+                "target_cloud": publish(PointCloud2, "target_cloud", reliable_qos(10)),
+                "markers": publish(MarkerArray, "markers", reliable_qos(10)),
             }
         except Exception as error:
             self.get_logger().error(f"cannot create the publishers: {type(error).__name__}: {error}")
@@ -153,30 +161,35 @@ class LisaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        compressed = self._compressed = self._param("use_compressed_image")
+        compressed = self._param("use_compressed_image")
+        inputs = PipelineInputs(
+            self._pipeline, depth_scale=lambda: self._param("depth_scale"), compressed=compressed
+        )
         qos = sensor_qos(self._param("reliable_inputs"))
         group = self._group
         try:
 
-            def subscribe(msg_type, topic_parameter, callback, profile):
-                topic = self._param(topic_parameter)
+            def subscribe(msg_type, topic, callback, profile=qos):
                 self._inputs.append(self.create_subscription(msg_type, topic, callback, profile, callback_group=group))
 
-            subscribe(CompressedImage if compressed else Image, "image_topic", self._on_image, qos)
-            subscribe(Image, "depth_topic", self._on_depth, qos)
-            subscribe(CameraInfo, "camera_info_topic", self._on_camera_info, qos)
-            if self._param("pose_topic"):
-                subscribe(PoseStamped, "pose_topic", self._on_pose, qos)
+            def feed(role):
+                return lambda msg: inputs.feed(role, msg, self._now())
+
+            subscribe(CompressedImage if compressed else Image, "image", feed("image"))
+            subscribe(Image, "depth", feed("depth"))
+            subscribe(CameraInfo, "camera_info", feed("camera_info"))
+            if self._param("use_pose_topic"):
+                subscribe(PoseStamped, "camera_pose", feed("camera_pose"))
             # Commands are not sensor data: reliable, and as deep as the command queue.
-            subscribe(String, "command_topic", self._on_command, reliable_qos(self._param("queue_size")))
+            subscribe(String, "command", self._on_command, reliable_qos(self._param("queue_size")))
             add = self._inputs.append  # one by one: a failure destroys what was created
-            add(self.create_service(SegmentService, "~/segment", self._on_segment, callback_group=group))
-            add(self.create_service(Trigger, "~/reset_conversation", self._on_reset, callback_group=group))
+            add(self.create_service(SegmentService, "segment", self._on_segment, callback_group=group))
+            add(self.create_service(Trigger, "reset_conversation", self._on_reset, callback_group=group))
             add(
                 ActionServer(
                     self,
                     SegmentAction,
-                    "~/segment",
+                    "segment",
                     self._execute_goal,
                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                     cancel_callback=self._on_cancel,
@@ -184,20 +197,20 @@ class LisaNode(LifecycleNode):
                 )
             )
             add(self.create_timer(1.0, self._publish_diagnostics, callback_group=group))
-            image_topic = self.resolve_topic_name(self._param("image_topic"))
-            command_topic = self.resolve_topic_name(self._param("command_topic"))
+            image_topic = self.resolve_topic_name("image")
+            command_topic = self.resolve_topic_name("command")
             self._start_poses()
         except Exception as error:  # e.g. an invalid topic name
             self.get_logger().error(f"cannot start the inputs: {type(error).__name__}: {error}")
             self._destroy_inputs()
             return TransitionCallbackReturn.FAILURE
-        self._active = True
+        self._accepting_commands = True
         kind = "sensor_msgs/CompressedImage" if compressed else "sensor_msgs/Image"
         self.get_logger().info(f"active: images ({kind}) on {image_topic}, commands on {command_topic}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
+        self._accepting_commands = False
         # Let service and action calls already accepted get their result before their servers go.
         with self._in_flight_done:
             if not self._in_flight_done.wait_for(lambda: self._in_flight == 0, timeout=60.0):
@@ -212,34 +225,34 @@ class LisaNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
+        self._accepting_commands = False
         self._destroy_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def _start_poses(self) -> None:
-        """Where camera poses come from: pose_topic when set, else tf2 when installed and
-        target_frame is set, else none (the regions stay in the camera frame)."""
-        pipeline = self._pipeline
+        """Where camera poses come from: the camera_pose topic with use_pose_topic, else tf2 when
+        installed and target_frame is set, else none (the regions stay in the camera frame)."""
+        lifter = self._pipeline.lifter
         target = self._param("target_frame")
-        pipeline.target_frame = target
-        pipeline.pose_lookup = None
-        if self._param("pose_topic"):
-            pipeline.pose_lookup = pipeline.cached_pose
-            topic = self.resolve_topic_name(self._param("pose_topic"))
+        lifter.target_frame = target
+        lifter.pose_lookup = None
+        if self._param("use_pose_topic"):
+            lifter.pose_lookup = lifter.cached_pose
+            topic = self.resolve_topic_name("camera_pose")
             self.get_logger().info(f"camera poses from {topic} (geometry_msgs/PoseStamped)")
         elif target:
             try:
                 import tf2_ros
             except ImportError:
                 self.get_logger().warning(
-                    f"target_frame is {target!r} but tf2_ros is not installed and pose_topic is empty: "
+                    f"target_frame is {target!r} but tf2_ros is not installed and use_pose_topic is false: "
                     "3D regions stay in the camera frame"
                 )
                 return
             buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(buffer, self)
-            pipeline.pose_lookup = lambda camera_frame, stamp: self._tf_pose(buffer, target, camera_frame, stamp)
+            lifter.pose_lookup = lambda camera_frame, stamp: self._tf_pose(buffer, target, camera_frame, stamp)
             self.get_logger().info(f"3D regions in {target!r} through tf2")
 
     @staticmethod
@@ -253,7 +266,7 @@ class LisaNode(LifecycleNode):
             )
         except Exception as error:  # tf2 LookupException, ExtrapolationException, ...
             raise LookupError(f"tf2: {type(error).__name__}: {error}") from error
-        return messages.transform_msg_to_matrix(transform.transform), target
+        return transform_msg_to_matrix(transform.transform), target
 
     def _destroy_inputs(self) -> None:
         if self._tf_listener is not None:
@@ -263,7 +276,7 @@ class LisaNode(LifecycleNode):
                 self.get_logger().debug(f"tf2 listener: {error}")
             self._tf_listener = None
             if self._pipeline is not None:
-                self._pipeline.pose_lookup = None
+                self._pipeline.lifter.pose_lookup = None
         for entity in self._inputs:
             if isinstance(entity, ActionServer):
                 entity.destroy()
@@ -280,7 +293,7 @@ class LisaNode(LifecycleNode):
             self._worker.stop()  # queued commands get an error result; the running one finishes
             self._worker = None
         for publisher in self._outputs.values():
-            self.destroy_publisher(publisher)
+            self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
         if self._pipeline is not None:
             self._pipeline.close()  # frees the model (and the CUDA cache)
@@ -295,42 +308,12 @@ class LisaNode(LifecycleNode):
             self._last_id += 1
             return self._last_id
 
-    def _on_image(self, msg) -> None:
-        pipeline = self._pipeline
-        if pipeline is not None:
-            frame = messages.frame_from_msg(msg, self._compressed, self._now())
-            pipeline.set_frame(frame.decode, frame.stamp, frame.frame_id)
-
-    def _on_depth(self, msg: Image) -> None:
-        pipeline = self._pipeline
-        if pipeline is not None:
-            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
-            # Decoded only if a command needs it, with the depth_scale of that moment.
-            decode = lambda: codec.depth_to_meters(msg, self._param("depth_scale"))  # noqa: E731
-            pipeline.set_depth(decode, stamp, msg.header.frame_id)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        pipeline = self._pipeline
-        if pipeline is not None:
-            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
-            try:
-                intrinsics, error = messages.camera_info_intrinsics(msg), ""
-            except ValueError as problem:
-                intrinsics, error = None, str(problem)
-            pipeline.set_camera_info(intrinsics, stamp, msg.header.frame_id, error=error)
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        pipeline = self._pipeline
-        if pipeline is not None:
-            stamp = messages.stamp_ns(msg.header.stamp) or self._now()
-            pipeline.set_camera_pose(messages.pose_msg_to_matrix(msg.pose), stamp, msg.header.frame_id)
-
     def _submit(self, command: str, image=None, reset: bool = False, on_progress=None) -> Job:
         """Queue a command; its result is published when it is answered. Returns its Job
         (already done, with an error result, when the node is not active or the queue is full)."""
         command_id, stamp = self._next_id(), self._now()
         worker = self._worker
-        if worker is None or not self._active:
+        if worker is None or not self._accepting_commands:
             self.get_logger().warning(f"command {command_id} refused: the node is not active")
             return Job.rejected(error_result(command_id, command, stamp, "the node is not active"), self._publish)
         return worker.submit(
@@ -341,7 +324,7 @@ class LisaNode(LifecycleNode):
         self._submit(msg.data)
 
     def _request_frame(self, request):
-        return messages.frame_from_msg(request.image, False, self._now()) if request.has_image else None
+        return frame_from_msg(request.image, False, self._now()) if request.has_image else None
 
     def _on_segment(self, request, response):
         with self._in_flight_done:
@@ -434,7 +417,7 @@ class LisaNode(LifecycleNode):
 
     # --- outputs ---------------------------------------------------------------------
     def _publish(self, result: Result) -> None:
-        """Publish a result on ~/result (every command's), and its explanation, mask and overlay."""
+        """Publish a result on result (every command's), and its explanation, mask, overlay and 3D outputs."""
         with self._ids_lock:
             self._stats["answered"] += 1
             self._stats["last_total_s"] = result.timings.get("total", 0.0)
@@ -445,7 +428,7 @@ class LisaNode(LifecycleNode):
         if not publishers:
             return
         try:
-            # Which messages a result gets (and their content) is lisa_ros.message_fields'
+            # Which messages a result gets (and their content) is lisa_ros.runtime.message_fields'
             # decision, shared with the bag evaluator.
             for name, msg in messages.result_messages(result, self._param("publish_overlay")):
                 publishers[name].publish(msg)

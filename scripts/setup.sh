@@ -69,7 +69,7 @@ log "installing lisa-ros-model (editable, with dev and training extras)"
 
 # --- ROS 2 (Kilted wheels from PyPI) and the lisa_ros package ---------------------
 # The wheels give rclpy and the message packages; the generators, ament and colcon
-# build the package's interfaces (README: "The ROS 2 node"). On a robot with a ROS 2 install,
+# build the package's interfaces (docs/ros.md). On a robot with a ROS 2 install,
 # build lisa_ros with that install's colcon instead.
 ROS_WHEELS="ros-rclpy ros-rmw-fastrtps-cpp ros-std-msgs ros-std-srvs ros-sensor-msgs ros-geometry-msgs
   ros-visualization-msgs ros-diagnostic-msgs ros-action-msgs ros-builtin-interfaces ros-lifecycle-msgs

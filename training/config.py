@@ -20,7 +20,8 @@ from .lora import LoraSettings
 
 @dataclass
 class ModelSection:
-    source: str = "tiny"  # "tiny" / "tiny_llava15" / "demo" (lisa_model registry) or a released checkpoint folder / hub id
+    # "tiny" / "tiny_llava15" / "demo" (lisa_model registry) or a released checkpoint folder / hub id
+    source: str = "tiny"
     vision_tower: str | None = None  # CLIP for a checkpoint (default: its config.json)
     seed: int = 0  # weights of a built-in tiny model
     frozen_dtype: str | None = None  # "bf16": store frozen weights in bf16 (saves memory on GPU)
@@ -30,7 +31,7 @@ class ModelSection:
 @dataclass
 class DataSection:
     # "mixture" (the paper's 4 kinds), "reason_seg" (ReasonSeg train), "scannet" (its ScanNet
-    # portion) or "demo_scenes" (the synthetic scenes of lisa_ros.demo_scenes, generated on the fly)
+    # portion) or "demo_scenes" (the synthetic scenes of lisa_ros.synthetic.scenes, generated on the fly)
     kind: str = "mixture"
     root: str = "dataset"  # the reference's dataset/ folder
     reason_seg_root: str | None = None  # default {root}/reason_seg/ReasonSeg
@@ -43,7 +44,6 @@ class DataSection:
     num_workers: int = 0
     demo_scenes: int = 400  # demo_scenes: scenes of the train split
     demo_frames: int = 8  # demo_scenes: frames per scene
-    generate_mini: bool = False  # write the miniature datasets (training.mini_data) under root first
 
 
 @dataclass

@@ -39,7 +39,7 @@ from lisa_model.processing.conversation import Turn
 
 from . import distributed as dist_utils
 from .data import templates
-from .data.collate import collate, forward_kwargs
+from .data.collate import collate, to_device
 from .data.reason_seg import ReasonSegDataset
 from .data.sample import Sample
 
@@ -105,10 +105,6 @@ def validation_sample(sample: Sample, use_im_start_end: bool) -> Sample:
     return Sample(sample.image, conversations, masks, sample.source, meta)
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in forward_kwargs(batch).items()}
-
-
 @torch.no_grad()
 def predict_masks(model, tokenizer, samples: list[Sample], device: torch.device) -> tuple[list[np.ndarray], list[dict]]:
     """Teacher-forced masks for every conversation of `samples` (validation formulated).
@@ -118,7 +114,7 @@ def predict_masks(model, tokenizer, samples: list[Sample], device: torch.device)
         meta dict (with "target", the uint8 (n_i, H, W) ground truth).
     """
     batch = collate(samples, tokenizer, model.config)
-    kwargs = _to_device(batch, device)
+    kwargs = to_device(batch, device)
     kwargs.pop("labels"), kwargs.pop("gt_masks")
     output = model(**kwargs)
     predictions = [(logits > 0).cpu().numpy() for logits in output.mask_logits]
@@ -251,15 +247,16 @@ def run(model, tokenizer, tasks: list[EvalTask], rank=0, world_size=1, device=to
     all_records = []
     for task in tasks:
         reduced = reduce_result(
-            evaluate_task(model, tokenizer, task, rank, world_size, device, batch_size, progress and rank == 0, scorer_3d,
-                          lockstep)
+            evaluate_task(model, tokenizer, task, rank, world_size, device, batch_size, progress and rank == 0,
+                          scorer_3d, lockstep)
         )
         results["metrics"][task.name] = {group: reduced.meters[group].as_dict() for group in task.groups}
         if scorer_3d is not None and reduced.sums_3d:
             results.setdefault("scannet_3d", {})[task.name] = scorer_3d.summary(reduced.sums_3d)
         all_records.extend(reduced.records)
     if overlays and rank == 0 and worst > 0:
-        results["worst"] = save_worst_overlays(model, tokenizer, {t.name: t for t in tasks}, all_records, overlays, worst, device)
+        tasks_by_name = {t.name: t for t in tasks}
+        results["worst"] = save_worst_overlays(model, tokenizer, tasks_by_name, all_records, overlays, worst, device)
     return results
 
 
@@ -321,8 +318,10 @@ def load_model(args, device):
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     model = parser.add_argument_group("model")
-    model.add_argument("--model-path", help="released or saved LISA checkpoint (folder or hub id), loaded with load_lisa")
-    model.add_argument("--model", default="tiny", help="built-in random-weight model when no --model-path (tiny, tiny_llava15)")
+    model.add_argument("--model-path",
+                       help="released or saved LISA checkpoint (folder or hub id), loaded with load_lisa")
+    model.add_argument("--model", default="tiny",
+                       help="built-in random-weight model when no --model-path (tiny, tiny_llava15)")
     model.add_argument("--vision-tower", help="CLIP vision tower for --model-path (default: from config.json)")
     model.add_argument("--precision", help="fp32, bf16, fp16, int8, int4 (default: as stored)")
     model.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
@@ -337,7 +336,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--refer-splits", default="val")
     data.add_argument("--scannet-root", help="ScanNet exports (sceneXXXX_YY/color,depth,pose,intrinsic) for 3D metrics")
     data.add_argument("--demo-scenes", type=int,
-                      help="evaluate on this many synthetic demo scenes (lisa_ros.demo_scenes), held-out and training phrasings")
+                      help="evaluate on this many synthetic demo scenes (lisa_ros.synthetic.scenes), "
+                           "held-out and training phrasings")
     data.add_argument("--demo-split", default="test", choices=("train", "val", "test"), help="their scene stream")
     data.add_argument("--limit", type=int, help="evaluate only the first N images of each task (smoke runs)")
     run_group = parser.add_argument_group("run")

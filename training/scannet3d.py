@@ -5,7 +5,7 @@ For a ReasonSeg image `sceneXXXX_YY_N.jpg`, the scene's export
 the frame the image was taken from (training.data.scannet_frames.associate). The
 ground-truth mask (== 1; ignore pixels count as outside) and the predicted mask are
 then lifted onto the scene mesh's vertices through that frame's depth and pose
-(lisa_ros.scannet.lift_masks_to_vertices), and compared:
+(lisa_ros.geometry.scannet.lift_masks_to_vertices), and compared (lisa_ros.geometry's 3D metrics):
 
 * point IoU of the two vertex sets,
 * IoU of their axis-aligned 3D boxes (in the scene's axis-aligned frame), giving
@@ -20,6 +20,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
+from lisa_ros.geometry import accuracy_at, axis_aligned_box, box_iou_3d, point_iou
+from lisa_ros.geometry.scannet import ScanNetScene, lift_masks_to_vertices
 
 from .data.scannet_frames import associate
 
@@ -36,10 +39,6 @@ class ScanNet3DScorer:
     """
 
     def __init__(self, scannet_root: str, min_score: float = 0.9, depth_tolerance: float = 0.2):
-        # lisa_ros.scannet is ROS-free (numpy, OpenCV, open3d for the mesh).
-        from lisa_ros import scannet
-
-        self._scannet = scannet
         self.root = scannet_root
         self.min_score = min_score
         self.depth_tolerance = depth_tolerance
@@ -53,7 +52,7 @@ class ScanNet3DScorer:
 
     def _scene(self, scene_id: str):
         if scene_id not in self._scenes:
-            self._scenes[scene_id] = self._scannet.ScanNetScene(os.path.join(self.root, scene_id))
+            self._scenes[scene_id] = ScanNetScene(os.path.join(self.root, scene_id))
         return self._scenes[scene_id]
 
     def associate(self, image: np.ndarray, image_name: str, scene_id: str) -> int | None:
@@ -66,14 +65,11 @@ class ScanNet3DScorer:
         return found[0] if found is not None and found[1] >= self.min_score else None
 
     def _lift(self, scene, frame: int, mask: np.ndarray) -> np.ndarray:
-        return self._scannet.lift_masks_to_vertices(scene, [frame], [mask], depth_tolerance=self.depth_tolerance)
+        return lift_masks_to_vertices(scene, [frame], [mask], depth_tolerance=self.depth_tolerance)
 
     @staticmethod
     def _box(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        if len(vertices) == 0:
-            return None
-        low, high = vertices.min(0), vertices.max(0)
-        return (low + high) / 2, high - low
+        return axis_aligned_box(vertices) if len(vertices) else None
 
     def add(self, sums: dict[str, float], sample, info: dict, predictions: np.ndarray) -> None:
         """Score one conversation's masks: predictions bool (n, H, W), info["target"] uint8 (n, H, W)."""
@@ -88,12 +84,12 @@ class ScanNet3DScorer:
             gt_points = self._lift(scene, frame, target == 1)
             pred_points = self._lift(scene, frame, pred)
             gt_box, pred_box = self._box(aligned[gt_points]), self._box(aligned[pred_points])
-            box_iou = 0.0 if gt_box is None or pred_box is None else self._scannet.box_iou_3d(*pred_box, *gt_box)
+            box_iou = 0.0 if gt_box is None or pred_box is None else box_iou_3d(*pred_box, *gt_box)
             sums["count"] += 1
-            sums["point_iou"] += self._scannet.point_iou(pred_points, gt_points)
+            sums["point_iou"] += point_iou(pred_points, gt_points)
             sums["box_iou"] += box_iou
-            sums["hits_025"] += self._scannet.accuracy_at([box_iou], 0.25)
-            sums["hits_050"] += self._scannet.accuracy_at([box_iou], 0.5)
+            sums["hits_025"] += accuracy_at([box_iou], 0.25)
+            sums["hits_050"] += accuracy_at([box_iou], 0.5)
 
     @staticmethod
     def _scannet_vertices(scene) -> np.ndarray:

@@ -9,7 +9,9 @@ decay to 0; gradient clipping 1.0; gradient accumulation; bf16 autocast on CUDA.
 A run folder (`train.output_dir`) holds the resolved config, metrics.jsonl (and
 TensorBoard events when tensorboard is installed), step checkpoints with everything
 needed to continue bit-for-bit (training.checkpoints) and the best checkpoint by val
-gIoU. Starting a run in a folder that has checkpoints resumes from the newest.
+gIoU. Starting a run in a folder that has checkpoints resumes from the newest. The
+model, training set and evaluation tasks are built by training.build; the resumable
+batch order is training.sampler's.
 
 Engines (`dist.engine`): "none" (one process), "ddp" (`torchrun --nproc_per_node=N`,
 gloo on CPU, nccl on GPUs), "fsdp" (torch's fully_shard under torchrun: parameters,
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -36,169 +37,16 @@ from lisa_model.losses import LossWeights
 from . import checkpoints as ckpt
 from . import distributed as dist_utils
 from . import fsdp
+from .build import build_eval_tasks, build_model, build_train_dataset
 from .config import TrainConfig, load_config
-from .lora import apply_lora, load_trainable_state_dict, trainable_state_dict
+from .data.collate import collate_fn, to_device
+from .lora import load_trainable_state_dict, trainable_state_dict
+from .sampler import ResumableSampler, micro_batches
 
 # The reference's loss weights, passed explicitly: its model class has no defaults,
 # which is why fine-tuning a released checkpoint crashes there.
 LOSS_WEIGHTS = LossWeights(ce=1.0, bce=2.0, dice=0.5)
 LOSS_NAMES = ("total", "ce", "bce", "dice")
-
-
-# Model.
-
-
-def build_model(config: TrainConfig, device: torch.device):
-    """The LISA model with LoRA applied and the recipe's parameters trainable.
-
-    Returns (model, tokenizer, tuner): `tuner` is peft's LoraModel around `model`
-    (for merging). Trainable parameters are fp32 (master weights); with
-    `model.frozen_dtype: bf16` the frozen ones are stored in bf16.
-    """
-    section = config.model
-    from lisa_model import lisa_model_registry
-
-    if section.source in lisa_model_registry:
-        model, tokenizer = lisa_model_registry[section.source](seed=section.seed)
-    else:
-        from lisa_model import load_lisa
-
-        model, tokenizer = load_lisa(section.source, vision_tower=section.vision_tower, precision="fp32")
-    model = model.float()
-    tuner = apply_lora(model, config.lora)
-    if section.frozen_dtype:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[section.frozen_dtype]
-        for param in model.parameters():
-            if not param.requires_grad:
-                param.data = param.data.to(dtype)
-    set_gradient_checkpointing(model, section.gradient_checkpointing)
-    return model.to(device), tokenizer, tuner
-
-
-def set_gradient_checkpointing(model, enabled: bool) -> None:
-    """Recompute the LLM's decoder layers in backward (activation checkpointing) or not.
-
-    Non-reentrant checkpointing: it needs no input that requires grad (with LoRA the
-    layers' inputs may not) and works with DDP. Applies in train mode only.
-    """
-    if enabled:
-        model.language_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.language_model.activation_checkpointing_disable()
-
-
-# Data.
-
-
-def reason_seg_root(config: TrainConfig) -> str:
-    return config.data.reason_seg_root or os.path.join(config.data.root, "reason_seg", "ReasonSeg")
-
-
-def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
-    """The training set of `data.kind`: the paper's mixture, ReasonSeg train, or its ScanNet portion."""
-    from .data.reason_seg import ReasonSegDataset
-
-    data = config.data
-    seed = config.train.seed
-    if data.kind == "demo_scenes":
-        from .data.demo_scenes import DemoScenesDataset
-
-        # Every frame stays in memory (about 0.6 MB each): rendering one costs more than a training step.
-        frames = data.demo_scenes * data.demo_frames
-        dataset = DemoScenesDataset("train", num_scenes=data.demo_scenes, frames_per_scene=data.demo_frames,
-                                    use_im_start_end=use_im_start_end, seed=seed, cache_frames=frames)
-        dataset.render_all(progress=config.train.progress)
-        return dataset
-    if data.kind in ("reason_seg", "scannet"):
-        return ReasonSegDataset(reason_seg_root(config), "train", portion="scannet" if data.kind == "scannet" else "all",
-                                explanatory_ratio=data.explanatory_ratio, use_im_start_end=use_im_start_end, seed=seed)
-    if data.kind != "mixture":
-        raise ValueError(f"data.kind must be mixture, reason_seg, scannet or demo_scenes, got {data.kind!r}")
-    from .data.mixture import build_mixture
-
-    reason = None
-    if "reason_seg" in data.dataset:
-        reason = ReasonSegDataset(reason_seg_root(config), "train", explanatory_ratio=data.explanatory_ratio,
-                                  use_im_start_end=use_im_start_end, seed=seed)
-    samples = data.samples_per_epoch or 500 * config.train.batch_size * config.train.grad_accum
-    return build_mixture(data.root, data.dataset, data.sample_rates, data.sem_seg_data, data.refer_seg_data,
-                         reason_seg=reason, samples_per_epoch=samples, use_im_start_end=use_im_start_end, seed=seed)
-
-
-def build_eval_tasks(config: TrainConfig, use_im_start_end: bool) -> list:
-    """The tasks evaluated during training; the first one's overall gIoU picks the best checkpoint."""
-    from .data.reason_seg import ReasonSegDataset
-    from .evaluate import REASON_SEG_GROUPS, EvalTask, reason_seg_groups
-
-    if config.data.kind == "demo_scenes":
-        from .evaluate import demo_scene_tasks
-
-        # Unseen scenes asked with held-out phrasings: they select the best checkpoint.
-        return demo_scene_tasks(config.eval.split, config.eval.demo_scenes, use_im_start_end,
-                                config.data.demo_frames, config.train.seed, config.eval.limit, phrasings=("heldout",))
-
-    portion = config.eval.portion or ("scannet" if config.data.kind == "scannet" else "all")
-    dataset = ReasonSegDataset(reason_seg_root(config), config.eval.split, portion=portion, train=False,
-                               use_im_start_end=use_im_start_end)
-    return [EvalTask(f"reason_seg/{config.eval.split}", dataset, REASON_SEG_GROUPS, reason_seg_groups, config.eval.limit)]
-
-
-class ResumableSampler:
-    """Micro-batches of dataset indices for one rank, resumable at any micro-batch.
-
-    Epoch e shuffles with a generator seeded by (seed, e) only, so the order is known
-    again after a restart; rank r takes every W-th index of the shuffle (the tail that
-    does not split evenly is dropped, so all ranks run the same number of steps).
-    State: {"epoch", "batch"}, the next micro-batch to hand out.
-    """
-
-    def __init__(self, length: int, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
-        self.length, self.batch_size, self.rank, self.world_size, self.seed = length, batch_size, rank, world_size, seed
-        self.batches_per_epoch = (length // world_size) // batch_size
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"{length} samples cannot fill a batch of {batch_size} on each of {world_size} ranks")
-        self.epoch, self.batch = 0, 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-
-    def epoch_batches(self) -> list[list[int]]:
-        """The remaining micro-batches of the current epoch."""
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.length, generator=generator).tolist()
-        mine = order[self.rank : (self.length // self.world_size) * self.world_size : self.world_size]
-        batches = [mine[i * self.batch_size : (i + 1) * self.batch_size] for i in range(self.batches_per_epoch)]
-        return batches[self.batch :]
-
-    def advance(self) -> None:
-        self.batch += 1
-        if self.batch == self.batches_per_epoch:
-            self.epoch, self.batch = self.epoch + 1, 0
-
-
-def micro_batches(dataset, sampler: ResumableSampler, collate, num_workers: int):
-    """Endless stream of collated micro-batches in the sampler's order, from its current position.
-
-    `sampler.advance()` runs before each batch is handed out, so the sampler's state
-    always names the next batch (what a checkpoint must record).
-    """
-    from torch.utils.data import DataLoader
-
-    while True:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(sampler.epoch)
-        # A private generator: the loader must not draw from the global torch RNG, or a
-        # resumed run (which creates one loader more) would see other dropout masks.
-        loader = DataLoader(dataset, batch_sampler=sampler.epoch_batches(), collate_fn=collate,
-                            num_workers=num_workers, generator=torch.Generator().manual_seed(sampler.epoch))
-        for batch in loader:
-            # Advance before handing the batch out: a checkpoint taken after this step
-            # must point at the next batch.
-            sampler.advance()
-            yield batch
 
 
 # Optimisation.
@@ -215,20 +63,6 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    from .data.collate import forward_kwargs
-
-    moved = {}
-    for key, value in forward_kwargs(batch).items():
-        if torch.is_tensor(value):
-            moved[key] = value.to(device, non_blocking=True)
-        elif key == "gt_masks":
-            moved[key] = [mask.to(device, non_blocking=True) for mask in value]
-        else:
-            moved[key] = value
-    return moved
 
 
 class Trainer:
@@ -250,22 +84,19 @@ class Trainer:
         self.run_dir = Path(train.output_dir)
 
         torch.manual_seed(train.seed)  # the same LoRA initialisation on every rank
-        if config.data.generate_mini and self.rank == 0:
-            from .mini_data import make_mini_data
-
-            make_mini_data(config.data.root)
-        dist_utils.barrier()
         self.model, self.tokenizer, self.tuner = build_model(config, self.device)
         if self.engine == "fsdp":
             fsdp.shard_model(self.model)  # before the optimizer, which must see the sharded parameters
         use_im_start_end = self.model.config.mm_use_im_start_end
         self.dataset = build_train_dataset(config, use_im_start_end)
-        self.eval_tasks = build_eval_tasks(config, use_im_start_end) if config.eval.every or config.eval.at_start else []
+        evaluating = config.eval.every or config.eval.at_start
+        self.eval_tasks = build_eval_tasks(config, use_im_start_end) if evaluating else []
         self.sampler = ResumableSampler(len(self.dataset), train.batch_size, self.rank, self.world_size, train.seed)
 
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim = config.optim
-        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas),
+                                           weight_decay=optim.weight_decay)
         self.scheduler = linear_warmup_decay(self.optimizer, optim.warmup_steps, train.steps)
         self.wrapped = self._wrap()
         self.step = 0
@@ -412,7 +243,7 @@ class Trainer:
         sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
         grad_norm = None
         for micro in range(accum):
-            batch = _to_device(next(batches), self.device)
+            batch = to_device(next(batches), self.device)
             last = micro == accum - 1
             # DDP and FSDP: reduce gradients only on the last micro-batch.
             sync = self.wrapped.no_sync() if self.engine == "ddp" and not last else nullcontext()
@@ -466,7 +297,8 @@ class Trainer:
         if self.step == 0 and self.config.eval.at_start and self.eval_tasks:
             self.evaluate()
         self.wrapped.train()
-        batches = micro_batches(self.dataset, self.sampler, _collate(self), self.config.data.num_workers)
+        collate = collate_fn(self.tokenizer, self.model.config)
+        batches = micro_batches(self.dataset, self.sampler, collate, self.config.data.num_workers)
         bar = None
         if train.progress and self.rank == 0:
             from tqdm import tqdm
@@ -496,12 +328,6 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return records
-
-
-def _collate(trainer: Trainer):
-    from .data.collate import collate_fn
-
-    return collate_fn(trainer.tokenizer, trainer.model.config)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

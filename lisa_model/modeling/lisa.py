@@ -29,9 +29,10 @@ def build_seg_projection(hidden_size: int, out_dim: int) -> nn.ModuleList:
     A ModuleList of one Sequential so parameter names match the released checkpoints
     (`text_hidden_fcs.0.0.*`, `text_hidden_fcs.0.2.*`).
     """
-    return nn.ModuleList(
-        [nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, out_dim), nn.Dropout(0.0))]
+    head = nn.Sequential(
+        nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, out_dim), nn.Dropout(0.0)
     )
+    return nn.ModuleList([head])
 
 
 @dataclass
@@ -214,7 +215,8 @@ class LisaModel(nn.Module):
         expanded_ids = self.expand_image_placeholder(input_ids, input_ids, IMAGE_TOKEN_INDEX)
         attention = self.expand_image_placeholder(attention_mask, input_ids, 1)
         embeds = self.embed_inputs(expanded_ids, image_tokens)
-        hidden = self.language_model.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False).last_hidden_state
+        outputs = self.language_model.model(inputs_embeds=embeds, attention_mask=attention, use_cache=False)
+        hidden = outputs.last_hidden_state
 
         # Position t predicts token t+1: [SEG] embeddings come from the positions before each [SEG].
         predicts_seg = expanded_ids[:, 1:] == self.config.seg_token_id

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import LisaConfig
+from ..processing.image import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 
 def _sam_modeling():
@@ -71,10 +72,23 @@ def build_sam(config: LisaConfig) -> nn.Module:
             iou_head_depth=3,
             iou_head_hidden_dim=config.sam_iou_head_hidden_dim,
         ),
+        pixel_mean=list(SAM_PIXEL_MEAN),
+        pixel_std=list(SAM_PIXEL_STD),
     )
 
 
-def decode_masks(sam: nn.Module, image_embedding: torch.Tensor, seg_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sam_pixel_statistics() -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's `pixel_mean` and `pixel_std` buffers (fp32 [3, 1, 1], 0-255 scale), as `Sam.__init__`
+    makes them from the statistics that build_sam passes (those preprocess_sam normalises with)."""
+    return (
+        torch.tensor(SAM_PIXEL_MEAN, dtype=torch.float32).view(-1, 1, 1),
+        torch.tensor(SAM_PIXEL_STD, dtype=torch.float32).view(-1, 1, 1),
+    )
+
+
+def decode_masks(
+    sam: nn.Module, image_embedding: torch.Tensor, seg_embeddings: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one low-resolution mask per [SEG] embedding, all in one call.
 
     Arguments:

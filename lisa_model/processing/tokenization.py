@@ -14,7 +14,7 @@ Inference and training both go through `tokenize_prompt`.
 
 import re
 
-from .conversation import IMAGE_TOKEN, IM_END_TOKEN, IM_START_TOKEN, ConversationTemplate, Turn, render_prompt
+from .conversation import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, ConversationTemplate, Turn, render_prompt
 
 SEG_TOKEN = "[SEG]"
 IM_PATCH_TOKEN = "<im_patch>"

@@ -34,7 +34,9 @@ def conversation_meta(sample: Sample, sample_index: int) -> list[dict]:
     shared = {key: value for key, value in sample.meta.items() if key != CONVERSATION_META}
     per_conversation = sample.meta.get(CONVERSATION_META) or [{}] * len(sample.conversations)
     if len(per_conversation) != len(sample.conversations):
-        raise ValueError(f"{CONVERSATION_META} has {len(per_conversation)} entries for {len(sample.conversations)} conversations")
+        raise ValueError(
+            f"{CONVERSATION_META} has {len(per_conversation)} entries for {len(sample.conversations)} conversations"
+        )
     return [
         {**shared, **own, "source": sample.source, "sample_index": sample_index, "conversation_index": index}
         for index, own in enumerate(per_conversation)
@@ -104,3 +106,17 @@ def collate_fn(tokenizer, config: LisaConfig):
 def forward_kwargs(batch: dict) -> dict:
     """The batch without `meta`, i.e. only LisaModel.forward's arguments."""
     return {key: value for key, value in batch.items() if key != "meta"}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """LisaModel.forward's arguments of a collated batch (see `forward_kwargs`), on `device`:
+    the tensors and each of the `gt_masks` moved there, other values as they are."""
+    moved = {}
+    for key, value in forward_kwargs(batch).items():
+        if torch.is_tensor(value):
+            moved[key] = value.to(device, non_blocking=True)
+        elif key == "gt_masks":
+            moved[key] = [mask.to(device, non_blocking=True) for mask in value]
+        else:
+            moved[key] = value
+    return moved

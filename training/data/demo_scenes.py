@@ -1,4 +1,4 @@
-"""Training/evaluation Samples from the synthetic reasoning scenes (`lisa_ros.demo_scenes`).
+"""Training/evaluation Samples from the synthetic reasoning scenes (`lisa_ros.synthetic.scenes`).
 
 One item is one frame of one scene; its conversations are the scene's commands whose
 target is visible in that frame (at least `min_visible_pixels`), each with the
@@ -25,8 +25,9 @@ from dataclasses import replace
 import numpy as np
 
 from lisa_model.processing.conversation import Turn, image_user_message
-from lisa_ros.demo_scenes import DEMO_INTRINSICS, INTENTS, Command, DemoScene, Frame, make_scene
 from lisa_ros.geometry import CameraIntrinsics
+from lisa_ros.synthetic.intents import INTENTS
+from lisa_ros.synthetic.scenes import DEMO_INTRINSICS, Command, DemoScene, RenderedView, make_scene
 
 from . import templates
 from .base import ItemDataset
@@ -123,8 +124,8 @@ class DemoScenesDataset(ItemDataset):
         return dict(seed=self.seed, split=self.split, index=scene_index, frames=self.frames_per_scene,
                     num_objects=self.num_objects, intrinsics=self.intrinsics)
 
-    def frame(self, index: int) -> Frame:
-        """The rendered frame of item `index` (cached)."""
+    def frame(self, index: int) -> RenderedView:
+        """The rendered view of item `index` (cached)."""
         key = int(index)
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -152,9 +153,10 @@ class DemoScenesDataset(ItemDataset):
         jobs = [self._scene_arguments(scene) for scene in range(self.num_scenes)]
         with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
             scenes = pool.imap(_render_scene, jobs)
-            for scene, frames in enumerate(tqdm(scenes, total=len(jobs), desc="render demo scenes", disable=not progress)):
-                for frame_index, frame in enumerate(frames):
-                    self._cache[scene * self.frames_per_scene + frame_index] = frame
+            bar = tqdm(scenes, total=len(jobs), desc="render demo scenes", disable=not progress)
+            for scene, views in enumerate(bar):
+                for view_index, view in enumerate(views):
+                    self._cache[scene * self.frames_per_scene + view_index] = view
 
     def visible_commands(self, index: int) -> list[Command]:
         """The commands of item `index`'s scene whose target is visible in its frame."""
@@ -182,9 +184,9 @@ class DemoScenesDataset(ItemDataset):
             conversations, info = zip(*(self._train_turn(c, rng) for c in chosen))
         else:
             chosen = commands
+            answer = templates.VALIDATION_ANSWER
             conversations = [
-                [Turn(templates.validation_user_message(c.text, True, self.use_im_start_end), templates.VALIDATION_ANSWER)]
-                for c in chosen
+                [Turn(templates.validation_user_message(c.text, True, self.use_im_start_end), answer)] for c in chosen
             ]
             info = [{"query": c.text, "is_sentence": True} for c in chosen]
         info = [
@@ -221,7 +223,7 @@ class DemoScenesDataset(ItemDataset):
         return [turn], {"query": command.text, "is_sentence": True, "explanatory": form}
 
 
-def _render_scene(arguments: dict) -> list[Frame]:
-    """Every frame of one scene (a worker process's job in `render_all`)."""
+def _render_scene(arguments: dict) -> list[RenderedView]:
+    """Every view of one scene (a worker process's job in `render_all`)."""
     scene = make_scene(**arguments)
     return [scene.render(frame) for frame in range(arguments["frames"])]

@@ -143,13 +143,16 @@ class ReferSegDataset(ItemDataset):
             instances = json.load(f)
         wanted = {r["ann_id"] for r in split_refs}
         self.annotations = {a["id"]: a["segmentation"] for a in instances["annotations"] if a["id"] in wanted}
-        images = {img["id"]: (str(img["file_name"]), int(img["height"]), int(img["width"])) for img in instances["images"]}
+        images = {
+            img["id"]: (str(img["file_name"]), int(img["height"]), int(img["width"])) for img in instances["images"]
+        }
         by_image: dict[int, list[tuple[str, int, int]]] = {}
         for ref in split_refs:
             if ref["ann_id"] not in self.annotations or ref["image_id"] not in images:
                 raise ValueError(f"{dataset}: ref {ref.get('ref_id')} points to a missing annotation or image")
             for sentence in ref["sentences"]:
-                by_image.setdefault(ref["image_id"], []).append((sentence["sent"].strip(), ref["ann_id"], ref.get("ref_id")))
+                entry = (sentence["sent"].strip(), ref["ann_id"], ref.get("ref_id"))
+                by_image.setdefault(ref["image_id"], []).append(entry)
         # (image id, file_name, height, width, [(sentence, ann_id, ref_id), ...]) by image id.
         self.entries = [(image_id, *images[image_id], by_image[image_id]) for image_id in sorted(by_image)]
 

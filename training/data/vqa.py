@@ -97,4 +97,5 @@ class LlavaInstructDataset(ItemDataset):
 def build_vqa_dataset(data_root, **kwargs) -> LlavaInstructDataset:
     """LLaVA-Instruct-150k from the reference's layout under `data_root`."""
     root = Path(data_root)
-    return LlavaInstructDataset(root / "llava_dataset" / "llava_instruct_150k.json", root / "coco" / "train2017", **kwargs)
+    annotations = root / "llava_dataset" / "llava_instruct_150k.json"
+    return LlavaInstructDataset(annotations, root / "coco" / "train2017", **kwargs)

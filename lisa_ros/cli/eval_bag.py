@@ -1,0 +1,128 @@
+"""`lisa-eval-bag` / `ros2 run lisa_ros evaluate_bag`: the node's pipeline run offline on a rosbag2.
+
+Argument parsing and the printed summary; the work is lisa_ros.bag.runner.evaluate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from lisa_ros.bag.errors import EvalError
+from lisa_ros.bag.runner import Evaluation, evaluate
+from lisa_ros.runtime.launch_config import load_params_file, parse_argument
+from lisa_ros.runtime.parameters import validate
+
+
+def main(argv=None) -> int:
+    """lisa-eval-bag: see `lisa-eval-bag --help`. Returns the exit code (2: bad inputs)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = _params(args)
+    except ValueError as error:
+        print(f"lisa-eval-bag: error: {error}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        evaluation = evaluate(
+            args.bag,
+            args.output,
+            params,
+            image_topic=args.image_topic,
+            depth_topic=args.depth_topic,
+            camera_info_topic=args.camera_info_topic,
+            command_topic=args.command_topic,
+            pose_topic=args.pose_topic,
+            script=args.script,
+            namespace=args.namespace,
+            output_format=args.output_format,
+            progress=not args.no_progress,
+        )
+    except EvalError as error:
+        print(f"lisa-eval-bag: error: {error}", file=sys.stderr)
+        return 2
+    print(summary(evaluation, time.perf_counter() - started))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lisa-eval-bag",
+        description="Run the lisa_ros node's pipeline on a rosbag2 (mcap or sqlite3) offline and deterministically; "
+        "write an output bag, metrics.json and report.html.",
+    )
+    parser.add_argument("bag", help="input rosbag2 folder (or .mcap / .db3 file)")
+    parser.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
+    parser.add_argument("--script", help="YAML or JSONL command script with optional ground truth")
+    parser.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage (default: /image)")
+    parser.add_argument("--depth-topic", help="sensor_msgs/Image depth (default: /depth, if present)")
+    parser.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo (default: /camera_info, if present)")
+    parser.add_argument("--command-topic", help="std_msgs/String commands (default: /command; unused with --script)")
+    parser.add_argument(
+        "--pose-topic",
+        help="geometry_msgs/PoseStamped camera poses instead of /tf "
+        "(default with -p use_pose_topic:=true: /camera_pose)",
+    )
+    parser.add_argument("--target-frame", help="frame of the 3D regions (through /tf + /tf_static or --pose-topic)")
+    parser.add_argument("--model-path", help="LISA checkpoint folder (parameter model_path)")
+    parser.add_argument("--vision-tower-path", help="CLIP folder (parameter vision_tower_path)")
+    parser.add_argument("--device", help="auto, cpu or cuda (parameter device)")
+    parser.add_argument("--params-file", help="a ROS 2 parameters file for lisa_node (like config/lisa.yaml)")
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="any node parameter (repeatable)"
+    )
+    parser.add_argument("--namespace", default="/lisa", help="output topics' namespace (default /lisa)")
+    parser.add_argument("--output-format", choices=("mcap", "sqlite3"), help="default: the input bag's")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _params(args) -> dict:
+    """Node parameters from --params-file, then -p, then the named options; ValueError for a bad one."""
+    params = load_params_file(args.params_file) if args.params_file else {}
+    for item in args.param:
+        name, separator, text = item.partition(":=")
+        if not separator:
+            name, separator, text = item.partition("=")
+        if not separator:
+            raise ValueError(f"-p expects NAME:=VALUE, got {item!r}")
+        params[name.strip()] = parse_argument(name.strip(), text)
+    for name in ("model_path", "vision_tower_path", "device", "target_frame"):
+        if getattr(args, name) is not None:
+            params[name] = validate(name, getattr(args, name))
+    return params
+
+
+def summary(evaluation: Evaluation, seconds: float) -> str:
+    """The printed summary: counts, gIoU/cIoU, 3D box IoU, total latency, the files written."""
+    metrics = evaluation.metrics
+    counts = metrics["counts"]
+    lines = [
+        f"frames {counts['frames']}, commands {counts['commands']}, answers {counts['answers']} "
+        f"(ok {counts['ok']}, no target {counts['no_target']}), errors {counts['errors']} in {seconds:.1f} s"
+    ]
+    if metrics["segmentation_2d"]:
+        seg = metrics["segmentation_2d"]
+        lines.append(f"gIoU {seg['giou']:.4f}  cIoU {seg['ciou']:.4f}  ({seg['count']} masks)")
+    if metrics["regions_3d"]:
+        r3 = metrics["regions_3d"]
+        median = r3["centroid_error_m"]["median"]
+        lines.append(
+            f"3D box IoU {r3['mean_box_iou']:.4f}  Acc@0.25 {r3['acc_at_0.25']:.3f}  Acc@0.5 {r3['acc_at_0.5']:.3f}"
+            + (f"  centroid error median {median:.3f} m" if median is not None else "")
+        )
+    total = metrics["latency_s"].get("total")
+    if total and total["count"]:
+        lines.append(
+            f"latency total: median {total['median']:.3f} s, p90 {total['p90']:.3f} s, max {total['max']:.3f} s"
+        )
+    output = evaluation.output
+    lines.append(f"wrote {output / 'bag'}, {output / 'metrics.json'}, {output / 'report.html'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Masks -> 3D target regions: depth, camera_info and camera poses matched to the image by stamp.
+
+Each mask of an answer becomes a `lisa_ros.geometry.TargetRegion` (back-projection with
+depth and intrinsics, then the camera pose, then region extraction). A frame may carry its
+depth, intrinsics and camera pose itself (the bag tools, datasets); otherwise the lifter
+matches the ones it has cached (`set_depth`, `set_camera_info`, `set_camera_pose`, or a
+`pose_lookup` such as tf2) to the image by stamp, within `max_depth_skew` seconds. The
+returned status says why a region is missing; the 2D answer stands either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Callable
+
+import numpy as np
+
+from lisa_ros import geometry
+
+from .stamps import StampCache, Stamped, skew_error
+from .types import NO_MASK, Frame
+
+# Node parameters that are RegionLifter attributes of the same name.
+GEOMETRY_PARAMETERS = ("min_depth", "max_depth", "mask_erosion", "max_depth_skew", "voxel_size", "target_frame")
+
+
+class RegionLifter:
+    """The 3D stage of the pipeline: cached depth, intrinsics and poses; masks -> regions.
+
+    The `set_*` methods may be called from any thread; `regions` from one at a time.
+    """
+
+    def __init__(
+        self,
+        min_depth: float = 0.1,
+        max_depth: float = 10.0,
+        mask_erosion: int = 2,
+        max_depth_skew: float = 0.05,
+        voxel_size: float = 0.01,
+        target_frame: str = "",
+        pose_lookup: Callable[[str, int], tuple[np.ndarray, str]] | None = None,
+        logger=None,
+    ):
+        """
+        Arguments:
+            min_depth, max_depth (float): metres; depth outside is ignored.
+            mask_erosion (int): pixels eroded off each mask before back-projection, so that
+                edge pixels do not pick up background depth.
+            max_depth_skew (float): seconds the cached depth, camera_info and pose may be
+                apart from the image; 0: any (the nearest is used).
+            voxel_size (float): metres; the region's down-sampling grid.
+            target_frame (str): the regions' frame; "": the camera frame. Reached through
+                `pose_lookup`; without one the regions stay in the camera frame (and the
+                status says so).
+            pose_lookup (callable(camera_frame, stamp) -> (4x4 camera-to-target, target frame)
+                | None): e.g. tf2, or `cached_pose` (poses given to `set_camera_pose`);
+                raises LookupError with the reason when it has no pose.
+            logger: anything with an error(str) method; default: logging.
+        """
+        self.min_depth = float(min_depth)
+        self.max_depth = float(max_depth)
+        self.mask_erosion = int(mask_erosion)
+        self.max_depth_skew = float(max_depth_skew)
+        self.voxel_size = float(voxel_size)
+        self.target_frame = str(target_frame)
+        self.pose_lookup = pose_lookup
+        self.logger = logger or logging.getLogger(__name__)
+        self._depths = StampCache()
+        self._camera_infos = StampCache()
+        self._poses = StampCache()
+
+    def set_depth(self, depth, stamp: int, frame_id: str = "") -> Stamped:
+        """Cache a depth image registered to the camera images (the newest few are kept).
+
+        Arguments:
+            depth (ndarray float32 [h,w] | callable): metres (NaN or 0 where invalid), or a
+                function returning them (called only if a command needs this depth); a
+                ValueError it raises makes this depth unusable, with that reason.
+            stamp (int): its stamp, nanoseconds.
+            frame_id (str): its optical frame (the regions' frame without a target_frame).
+        """
+        item = Stamped(int(stamp), frame_id)
+        if callable(depth):
+            item.decode = depth
+        else:
+            item.value = depth
+        return self._depths.put(item)
+
+    def set_camera_info(self, intrinsics, stamp: int, frame_id: str = "", error: str = "") -> Stamped:
+        """Cache the intrinsics of the depth image (lisa_ros.geometry.CameraIntrinsics), or
+        `error` saying why a camera_info message was unusable."""
+        return self._camera_infos.put(Stamped(int(stamp), frame_id, value=intrinsics, error=error))
+
+    def set_camera_pose(self, pose, stamp: int, target_frame: str) -> Stamped:
+        """Cache a camera pose: the 4x4 camera-to-`target_frame` transform at `stamp`
+        (used by `cached_pose`)."""
+        return self._poses.put(Stamped(int(stamp), target_frame, value=np.asarray(pose, dtype=np.float64)))
+
+    def cached_pose(self, camera_frame: str, stamp: int) -> tuple[np.ndarray, str]:
+        """A `pose_lookup` over the poses given to `set_camera_pose`: the nearest by stamp.
+
+        Raises LookupError when none was received, it is too far from `stamp`
+        (max_depth_skew), or it is in another frame than target_frame.
+        """
+        item = self._poses.nearest(int(stamp))
+        if item is None:
+            raise LookupError("no camera pose received yet (pose_topic)")
+        if self.target_frame and item.frame_id != self.target_frame:
+            raise LookupError(f"the camera poses are in {item.frame_id!r}, not target_frame {self.target_frame!r}")
+        message = skew_error("camera pose", item, stamp, self.max_depth_skew)
+        if message:
+            raise LookupError(message)
+        return item.value, item.frame_id
+
+    def regions(self, frame: Frame, rgb: np.ndarray, masks: np.ndarray) -> tuple[list, str, str]:
+        """The 3D region of each mask; never raises.
+
+        Returns:
+            (regions, region_frame, region_status): one TargetRegion or None per mask (an
+            empty list when no region was computed), the frame of their coordinates, and
+            why regions are missing ("" when every mask has one).
+        """
+        if masks.shape[0] == 0:
+            return [], "", NO_MASK
+        try:
+            inputs, status = self._inputs(frame, rgb)
+            if inputs is None:
+                return [], "", f"no 3D region: {status}"
+            depth, intrinsics, pose, region_frame = inputs
+            regions, reasons = [], [status] if status else []
+            for index, mask in enumerate(masks):
+                points = geometry.backproject_mask(
+                    mask, depth, intrinsics, self.min_depth, self.max_depth, self.mask_erosion
+                )
+                region = None
+                if len(points) == 0:
+                    reasons.append(f"mask {index}: no valid depth under the mask")
+                else:
+                    if pose is not None:
+                        points = geometry.transform_points(points, pose)
+                    region = geometry.extract_region(points, voxel_size=self.voxel_size)
+                    if region is None:
+                        reasons.append(f"mask {index}: no consistent cluster in its {len(points)} depth points")
+                regions.append(region)
+            if all(region is None for region in regions):
+                regions = []
+            return regions, region_frame, "; ".join(reasons)
+        except Exception as error:  # a geometry failure must not lose the 2D answer
+            self.logger.error(f"3D region failed: {traceback.format_exc()}")
+            return [], "", f"no 3D region: failed: {type(error).__name__}: {error}"
+
+    def _inputs(self, frame: Frame, rgb: np.ndarray):
+        """((depth, intrinsics, pose | None, region frame), note) for `frame`, or (None, reason)."""
+        if frame.depth is not None:  # the frame brings its own (bag evaluator, datasets)
+            depth_item = Stamped(frame.stamp, frame.depth_frame_id or frame.frame_id)
+            if callable(frame.depth):
+                depth_item.decode = frame.depth
+            else:
+                depth_item.value = frame.depth
+            if frame.intrinsics is None:
+                return None, "the frame has depth but no intrinsics"
+            info_item = Stamped(frame.stamp, depth_item.frame_id, value=frame.intrinsics)
+        else:
+            depth_item = self._depths.nearest(frame.stamp)
+            if depth_item is None:
+                return None, "no depth image received (depth_topic)"
+            info_item = self._camera_infos.nearest(frame.stamp)
+            if info_item is None:
+                return None, "no camera_info received (camera_info_topic)"
+            for what, item in (("depth image", depth_item), ("camera_info", info_item)):
+                message = skew_error(what, item, frame.stamp, self.max_depth_skew)
+                if message:
+                    return None, message
+        try:
+            depth = np.asarray(depth_item.get(), dtype=np.float32)
+        except ValueError as error:
+            return None, f"invalid depth image: {error}"
+        try:
+            intrinsics = info_item.get()
+        except ValueError as error:
+            return None, f"invalid camera_info: {error}"
+        if depth.ndim != 2 or depth.size == 0:
+            return None, f"invalid depth image: expected a 2D array, got shape {depth.shape}"
+        height, width = depth.shape
+        image_height, image_width = rgb.shape[:2]
+        if abs(width * image_height - height * image_width) > 0.01 * width * image_height:
+            return None, (
+                f"the depth image ({width}x{height}) and the image ({image_width}x{image_height}) "
+                "have different aspect ratios: depth must be registered to the image"
+            )
+        if not (intrinsics.width > 0 and intrinsics.height > 0 and intrinsics.fx > 0 and intrinsics.fy > 0):
+            return None, "invalid camera_info: no calibration (zero K or size)"
+        if (intrinsics.width, intrinsics.height) != (width, height):
+            if abs(intrinsics.width * height - intrinsics.height * width) > 0.01 * intrinsics.width * height:
+                return None, (
+                    f"camera_info is for {intrinsics.width}x{intrinsics.height} images, "
+                    f"the depth image is {width}x{height} (another aspect ratio)"
+                )
+            intrinsics = intrinsics.scaled(width, height)
+        camera_frame = depth_item.frame_id or frame.frame_id
+        if frame.depth is not None:
+            if frame.pose is None:
+                return (depth, intrinsics, None, camera_frame), ""
+            pose, region_frame = np.asarray(frame.pose, dtype=np.float64), frame.target_frame
+        elif self.pose_lookup is not None:
+            try:
+                pose, region_frame = self.pose_lookup(camera_frame, frame.stamp)
+            except LookupError as error:
+                target = self.target_frame or "the target frame"
+                return None, f"no camera pose in {target} for the image: {error}"
+            pose = np.asarray(pose, dtype=np.float64)
+        else:
+            note = ""
+            if self.target_frame and self.target_frame != camera_frame:
+                note = (
+                    f"target_frame {self.target_frame!r} is unreachable (no tf2_ros and no pose_topic): "
+                    f"regions are in the camera frame {camera_frame!r}"
+                )
+            return (depth, intrinsics, None, camera_frame), note
+        if not geometry.is_valid_pose(pose):
+            return None, "the camera pose is invalid (not a finite rigid transform)"
+        return (depth, intrinsics, pose, region_frame), ""
