@@ -1,6 +1,6 @@
 """lisa_ros.bag (evaluate, lisa-eval-bag): the node's pipeline over rosbag2 files (mcap and sqlite3), offline.
 
-The bags are written here with rosbags: a 64x64 squares image (conftest's scene) with
+The bags are written here with rosbags: a 64x64 squares image (tests.helpers.model.squares_scene) with
 depth (a box face 0.8 m away under the red square, the table plane at 1.0 m) and
 camera_info (fx = fy = 80, cx = cy = 32), a few frames, commands on /command or in a
 script with ground truth. The model is conftest's `trained_tiny` (saved as a checkpoint,
