@@ -126,11 +126,9 @@ class CommandWorker:
             future.add_done_callback(lambda done: self._settle(job, done))
         else:
             self.logger.warning(f"command {command_id} {quote_command(command)}: {reason}")
-            try:
-                return Job.rejected(error_result(command_id, command, stamp, reason), on_result)
-            except Exception:
-                self.logger.error(f"the result callback of command {command_id} failed: {traceback.format_exc()}")
-                return job
+            job.accepted = False
+            self._deliver(job, error_result(command_id, command, stamp, reason))
+            return job
         if on_progress is not None:
             self._progress(job, Stage.QUEUED, "")
         return job

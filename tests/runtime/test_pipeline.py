@@ -405,3 +405,23 @@ def test_worker_survives_a_raising_pipeline(caplog):
         assert worker.submit(2, "two", T0).wait(5).status == Status.NO_TARGET
     finally:
         worker.stop()
+
+
+def test_a_refused_command_is_done_even_when_its_callback_raises(caplog):
+    fake = GatedPipeline()
+    worker = CommandWorker(fake, queue_size=1)
+
+    def explode(result):
+        raise RuntimeError("subscriber gone")
+
+    try:
+        worker.submit(0, "zero", T0)
+        assert fake.started.wait(5)
+        worker.submit(1, "one", T0)
+        with caplog.at_level(logging.ERROR):
+            refused = worker.submit(2, "two", T0, on_result=explode)
+        assert not refused.accepted and refused.wait(0).status == Status.ERROR
+    finally:
+        fake.gate.set()
+        worker.stop()
+    assert "subscriber gone" in caplog.text
