@@ -15,8 +15,6 @@ from typing import Callable
 from . import codec
 from .message_fields import camera_info_intrinsics, frame_from_msg, pose_msg_to_matrix, stamp_ns
 
-ROLES = ("image", "depth", "camera_info", "camera_pose")
-
 
 class PipelineInputs:
     """Feeds image, depth, camera_info and camera pose messages to a `Pipeline`.
@@ -34,7 +32,7 @@ class PipelineInputs:
         self.compressed = compressed
 
     def feed(self, role: str, msg, received: int) -> None:
-        """Give one message of `role` (one of ROLES) to the pipeline."""
+        """Give one message of `role` ("image", "depth", "camera_info" or "camera_pose") to the pipeline."""
         getattr(self, role)(msg, received)
 
     def image(self, msg, received: int) -> None:

@@ -54,10 +54,6 @@ class StampCache:
             self._items.append(item)
         return item
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
     def nearest(self, stamp: int) -> Stamped | None:
         """The item whose stamp is closest to `stamp` (the newest on ties); None when empty."""
         with self._lock:
