@@ -14,7 +14,8 @@ test: setup
 # The demo bag (2 held-out synthetic scenes, commands and ground truth) through the node's
 # pipeline with the built-in demo model: output bag, metrics.json, report.html, printed metrics.
 # Every command is asked on its own (keep_conversation false): the demo model was trained on
-# single commands, not on follow-ups.
+# single commands, not on follow-ups. Each command's target is then tracked on the later images;
+# --tracking-baseline also answers it again on each of them, to compare.
 DEMO = outputs/demo
 demo: setup
 	rm -rf $(DEMO)
@@ -22,4 +23,4 @@ demo: setup
 	$(VENV)/bin/lisa-eval-bag $(DEMO)/input/bag --script $(DEMO)/input/script.jsonl --output $(DEMO)/eval \
 		--image-topic /camera/color/image_raw --depth-topic /camera/depth/image_raw \
 		--camera-info-topic /camera/color/camera_info --pose-topic /camera/pose --target-frame map \
-		-p keep_conversation:=false
+		-p keep_conversation:=false --tracking-baseline

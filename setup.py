@@ -46,7 +46,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff==0.17.6"],
-        "training": ["peft", "tensorboard", "pycocotools", "deepspeed"],
+        "training": ["peft", "tensorboard", "pycocotools", "deepspeed", "pydantic>=2"],
         # precision="int8"/"int4" in lisa_model.checkpoint.load_lisa (CUDA only)
         "quantization": ["bitsandbytes"],
     },

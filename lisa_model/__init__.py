@@ -1,7 +1,7 @@
 """lisa_model: LISA reasoning segmentation (multimodal LLaMA + SAM), ROS-free."""
 
 from .build import DEMO_MODEL_DIR, build_lisa, build_lisa_tiny, build_lisa_tiny_llava15, lisa_model_registry
-from .checkpoint import load_lisa, save_lisa
+from .checkpoint import CheckpointError, load_lisa, save_lisa
 from .config import LisaConfig
 from .modeling.lisa import LisaModel
 from .predictor import ContextOverflowError, LisaPredictor, Prediction
@@ -9,6 +9,7 @@ from .processing.conversation import Conversation
 
 __all__ = [
     "DEMO_MODEL_DIR",
+    "CheckpointError",
     "ContextOverflowError",
     "Conversation",
     "LisaConfig",

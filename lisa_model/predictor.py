@@ -9,7 +9,7 @@ from .modeling.lisa import LisaModel
 from .modeling.sam import decode_masks
 from .processing.conversation import Conversation
 from .processing.image import postprocess_masks, preprocess_clip, preprocess_sam, validate_rgb_image
-from .processing.tokenization import IMAGE_TOKEN_INDEX, tokenize_prompt
+from .processing.tokenization import IMAGE_TOKEN_INDEX, decode_answer, tokenize_prompt
 from .timing import timed
 
 
@@ -27,6 +27,10 @@ class Prediction:
     mask_logits (ndarray float32 [N,H,W]): the masks' logits (mask = logits > 0).
     scores (ndarray float32 [N]): SAM's predicted IoU of each mask, a confidence.
     timings (dict[str, float]): seconds spent in each stage of this call.
+    seg_embeddings (Tensor [N,C]): the projected [SEG] embeddings, SAM prompts that do not
+        depend on the image: `decode` turns them into masks on any other image (tracking).
+    truncated (bool): the answer was cut because the model's context is full (not by
+        max_new_tokens, and not at the end of the answer).
     """
 
     text: str
@@ -34,6 +38,22 @@ class Prediction:
     mask_logits: np.ndarray
     scores: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    seg_embeddings: torch.Tensor | None = None
+    truncated: bool = False
+
+
+@dataclass
+class ImageEmbedding:
+    """SAM's embedding of one image, with the sizes needed to bring masks back to it.
+
+    embedding (Tensor [1,C,h,w]): the SAM image encoder's output.
+    resized_size ((int, int)): the image's size inside SAM's padded square input.
+    original_size ((int, int)): the image's own height and width.
+    """
+
+    embedding: torch.Tensor
+    resized_size: tuple[int, int]
+    original_size: tuple[int, int]
 
 
 class LisaPredictor:
@@ -61,11 +81,43 @@ class LisaPredictor:
 
     def reset_image(self) -> None:
         self._image_tokens = None
-        self._image_embedding = None
-        self._original_size = None
-        self._resized_size = None
+        self._image_embedding: ImageEmbedding | None = None
         self._cached_ids: list[int] = []
         self._cache = None
+
+    @torch.no_grad()
+    def embed_image(self, image: np.ndarray) -> ImageEmbedding:
+        """SAM's embedding of `image` (no CLIP, no language model): what `decode` needs.
+
+        Does not change the image set for `predict`.
+        """
+        validate_rgb_image(image)
+        sam_pixels, resized_size = preprocess_sam(image, self.model.config.sam_image_size)
+        embedding = self.model.encode_sam(sam_pixels[None].to(self.model.device))
+        return ImageEmbedding(embedding, resized_size, image.shape[:2])
+
+    @torch.no_grad()
+    def decode(
+        self, seg_embeddings: torch.Tensor, image: ImageEmbedding, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks of projected [SEG] embeddings on an embedded image: the mask decoder only.
+
+        Arguments:
+            seg_embeddings (Tensor [N,C]): Prediction.seg_embeddings, from any image.
+            image (ImageEmbedding): from `embed_image` (or the image set for `predict`).
+            timings (dict | None): gets the seconds of "mask_decoder" and "postprocess".
+
+        Returns:
+            masks (bool [N,H,W]), mask_logits (float32 [N,H,W]), scores (float32 [N]), at the image size.
+        """
+        timings = {} if timings is None else timings
+        device = self.model.device
+        with timed(timings, "mask_decoder", device):
+            low_res, iou = decode_masks(self.model.visual_model, image.embedding, seg_embeddings)
+        with timed(timings, "postprocess", device):
+            size = self.model.config.sam_image_size
+            logits = postprocess_masks(low_res, image.resized_size, image.original_size, size).float().cpu().numpy()
+        return logits > 0, logits, iou[:, 0].float().cpu().numpy()
 
     @torch.no_grad()
     def set_image(self, image: np.ndarray) -> None:
@@ -83,10 +135,14 @@ class LisaPredictor:
             clip_pixels = preprocess_clip(image, config.vision.image_size)[None].to(device)
             self._image_tokens = self.model.encode_clip(clip_pixels)
         with timed(timings, "sam_encoder", device):
-            sam_pixels, self._resized_size = preprocess_sam(image, config.sam_image_size)
-            self._image_embedding = self.model.encode_sam(sam_pixels[None].to(device))
-        self._original_size = image.shape[:2]
+            embedded = self.embed_image(image)
+        self._image_embedding = embedded
         self.image_timings = timings
+
+    @property
+    def image_embedding(self) -> ImageEmbedding | None:
+        """SAM's embedding of the image set for `predict` (None before `set_image`)."""
+        return self._image_embedding
 
     @torch.no_grad()
     def predict(self, command: str, conversation: Conversation | None = None) -> Prediction:
@@ -133,21 +189,20 @@ class LisaPredictor:
         self._cache = generation.cache
 
         token_ids = [t for t in generation.token_ids if t != config.llm.eos_token_id]
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+        text = decode_answer(self.tokenizer, token_ids)
         conversation.append(command.strip(), text, config.mm_use_im_start_end)
 
-        with timed(timings, "mask_decoder", self.model.device):
-            embeddings = self.model.project_seg(generation.seg_hidden_states)
-            low_res, iou = decode_masks(self.model.visual_model, self._image_embedding, embeddings)
-        with timed(timings, "postprocess", self.model.device):
-            logits = postprocess_masks(low_res, self._resized_size, self._original_size, config.sam_image_size)
-            logits = logits.cpu().numpy()
+        embeddings = self.model.project_seg(generation.seg_hidden_states)  # two linear layers: untimed
+        masks, logits, scores = self.decode(embeddings, self._image_embedding, timings)
+        truncated = generation.limited_by_context and generation.token_ids[-1:] != [config.llm.eos_token_id]
         return Prediction(
             text=text,
-            masks=logits > 0,
+            masks=masks,
             mask_logits=logits,
-            scores=iou[:, 0].float().cpu().numpy(),
+            scores=scores,
+            seg_embeddings=embeddings,
             timings=timings,
+            truncated=truncated,
         )
 
     def _reuse_cache(self, ids: list[int]) -> int:

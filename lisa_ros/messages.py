@@ -18,12 +18,16 @@ from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from .msg import SegmentationResult
+from .msg import SegmentationResult, Target, TargetArray
 from .runtime import message_fields as fields
+from .runtime.tracking import TargetStatus, TrackingUpdate
 from .runtime.types import Result
 
-# SegmentationResult.STATUS_* and pipeline.Status share their values.
+# SegmentationResult.STATUS_* and pipeline.Status share their values, as Target.STATUS_* and TargetStatus.
 assert (SegmentationResult.STATUS_OK, SegmentationResult.STATUS_NO_TARGET, SegmentationResult.STATUS_ERROR) == (0, 1, 2)
+assert [Target.STATUS_TRACKING, Target.STATUS_LOST, Target.STATUS_REACQUIRED, Target.STATUS_DROPPED] == [
+    int(status) for status in TargetStatus
+]
 
 MESSAGE_CLASSES = {
     "result": SegmentationResult,
@@ -32,6 +36,7 @@ MESSAGE_CLASSES = {
     "overlay": Image,
     "target_cloud": PointCloud2,
     "markers": MarkerArray,
+    "targets": TargetArray,
 }
 
 
@@ -84,6 +89,14 @@ def result_messages(result: Result, publish_overlay: bool = True) -> list[tuple[
     return [
         (name, build(MESSAGE_CLASSES[name], values))
         for name, values in fields.result_outputs(result, publish_overlay)
+    ]
+
+
+def tracking_messages(update: TrackingUpdate, publish_overlay: bool = True) -> list[tuple[str, object]]:
+    """Every message the node publishes for a tracked image: (output name, message), in order."""
+    return [
+        (name, build(MESSAGE_CLASSES[name], values))
+        for name, values in fields.tracking_outputs(update, publish_overlay)
     ]
 
 

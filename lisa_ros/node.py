@@ -1,10 +1,12 @@
 """`lisa_node`: the LISA lifecycle node, a thin ROS adapter around lisa_ros.runtime.
 
 Configure loads the model and creates the (lifecycle) publishers; activate starts the
-subscriptions, the `segment` service and action and `reset_conversation`, and enables
-the publishers; deactivate stops them; cleanup frees the model. Commands are answered on
-a worker thread (lisa_ros.runtime.worker.CommandWorker), so subscriptions and services
-stay responsive while the model runs.
+subscriptions, the `segment` service and action, `reset_conversation` and `~/clear`, and
+enables the publishers; deactivate stops them; cleanup frees the model. Commands are
+answered on a worker thread (lisa_ros.runtime.worker.CommandWorker), so subscriptions and
+services stay responsive while the model runs; between commands the same thread tracks
+the answered targets on new images (lisa_ros.runtime.tracking) and the node publishes
+them on `targets` with the mask, overlay and 3D outputs of each tracked image.
 
 Every topic and service name is relative: with the launch defaults (namespace `lisa`)
 they are /lisa/image, /lisa/command, /lisa/result, ...; remapping moves them.
@@ -39,12 +41,13 @@ from visualization_msgs.msg import MarkerArray
 
 from . import messages
 from .action import Segment as SegmentAction
-from .msg import SegmentationResult
+from .msg import SegmentationResult, TargetArray
 from .runtime.inputs import PipelineInputs
 from .runtime.message_fields import frame_from_msg, transform_msg_to_matrix
-from .runtime.parameters import PARAMETERS, validate
+from .runtime.parameters import PARAMETERS, tracking_settings, validate
 from .runtime.pipeline import Pipeline
 from .runtime.regions import GEOMETRY_PARAMETERS
+from .runtime.tracking import TrackingUpdate
 from .runtime.types import Result, Stage, Status, error_result
 from .runtime.worker import CommandWorker, Job
 from .srv import Segment as SegmentService
@@ -53,9 +56,12 @@ NODE_NAME = "lisa"
 # Parameters that select the model: set them when the node starts.
 READ_ONLY = frozenset({"model_path", "vision_tower_path", "device", "precision", "conversation_template"})
 # Parameters applied as soon as they are set; the others take effect at the next configure/activate.
+TRACKING = frozenset(spec.name for spec in PARAMETERS if spec.name.startswith("tracking"))
 LIVE = frozenset(
-    {"max_new_tokens", "max_image_age", "max_command_length", "keep_conversation", "publish_overlay", "depth_scale"}
+    {"max_new_tokens", "max_image_age", "max_command_length", "max_image_pixels", "max_image_aspect_ratio"}
+    | {"keep_conversation", "publish_overlay", "depth_scale"}
     | (set(GEOMETRY_PARAMETERS) - {"target_frame"})
+    | TRACKING
 )
 _NAMES = frozenset(spec.name for spec in PARAMETERS)
 _TYPES = {
@@ -105,6 +111,20 @@ def reliable_qos(depth: int) -> QoSProfile:
     )
 
 
+def every_message_qos() -> QoSProfile:
+    """Reliable and keep-all: for commands and results, where every message must arrive.
+
+    A keep-last reader history overwrites commands the executor has not taken yet under a
+    burst, before the node could answer them; keep-all makes the writer wait instead, and
+    the node's own queue answers overflow with an error result.
+    """
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_ALL,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
 class LisaNode(LifecycleNode):
     """Answers commands about the newest camera image with LISA: text and masks."""
 
@@ -126,6 +146,7 @@ class LisaNode(LifecycleNode):
         self._goals = {}  # goal id bytes -> Job, while the goal executes
         self._goals_lock = threading.Lock()
         self._stats = {"answered": 0, "errors": 0, "last_total_s": 0.0, "last_error": ""}
+        self._tracking = {"frames": 0, "last_total_s": 0.0, "since": time.monotonic(), "rate": 0.0, "targets": ""}
         self._tf_listener = None  # tf2_ros.TransformListener while active (when tf2 is used)
 
     def _param(self, name: str):
@@ -141,14 +162,19 @@ class LisaNode(LifecycleNode):
             self._pipeline = None
             return TransitionCallbackReturn.FAILURE
         try:
-            self._worker = CommandWorker(self._pipeline, queue_size=params["queue_size"], logger=self.get_logger())
-            depth = max(10, params["queue_size"])
+            self._worker = CommandWorker(
+                self._pipeline,
+                queue_size=params["queue_size"],
+                logger=self.get_logger(),
+                on_track=self._publish_tracking,
+            )
             publish = self.create_lifecycle_publisher
             self._outputs = {
-                "result": publish(SegmentationResult, "result", reliable_qos(depth)),
+                "result": publish(SegmentationResult, "result", every_message_qos()),
                 "mask": publish(Image, "mask", reliable_qos(10)),
                 "overlay": publish(Image, "overlay", reliable_qos(10)),
-                "explanation": publish(String, "explanation", reliable_qos(depth)),
+                "explanation": publish(String, "explanation", every_message_qos()),
+                "targets": publish(TargetArray, "targets", reliable_qos(10)),
                 "diagnostics": publish(DiagnosticArray, "/diagnostics", reliable_qos(10)),
                 "target_cloud": publish(PointCloud2, "target_cloud", reliable_qos(10)),
                 "markers": publish(MarkerArray, "markers", reliable_qos(10)),
@@ -173,18 +199,25 @@ class LisaNode(LifecycleNode):
                 self._inputs.append(self.create_subscription(msg_type, topic, callback, profile, callback_group=group))
 
             def feed(role):
-                return lambda msg: inputs.feed(role, msg, self._now())
+                def callback(msg):
+                    inputs.feed(role, msg, self._now())
+                    # Track the live targets on the newest frame when the worker is free (a frame
+                    # waiting for its depth or camera_info is tracked once they arrive).
+                    self._worker.frame_arrived()
+
+                return callback
 
             subscribe(CompressedImage if compressed else Image, "image", feed("image"))
             subscribe(Image, "depth", feed("depth"))
             subscribe(CameraInfo, "camera_info", feed("camera_info"))
             if self._param("use_pose_topic"):
                 subscribe(PoseStamped, "camera_pose", feed("camera_pose"))
-            # Commands are not sensor data: reliable, and as deep as the command queue.
-            subscribe(String, "command", self._on_command, reliable_qos(self._param("queue_size")))
+            # Commands are not sensor data: every one must reach the node's own queue.
+            subscribe(String, "command", self._on_command, every_message_qos())
             add = self._inputs.append  # one by one: a failure destroys what was created
             add(self.create_service(SegmentService, "segment", self._on_segment, callback_group=group))
             add(self.create_service(Trigger, "reset_conversation", self._on_reset, callback_group=group))
+            add(self.create_service(Trigger, "~/clear", self._on_clear, callback_group=group))
             add(
                 ActionServer(
                     self,
@@ -345,6 +378,19 @@ class LisaNode(LifecycleNode):
             self.get_logger().info("conversation reset")
         return response
 
+    def _on_clear(self, request, response):
+        if self._pipeline is None:
+            response.success, response.message = False, "the node is not configured"
+            return response
+        update = self._pipeline.clear_targets(self._now())
+        if update is None:
+            response.success, response.message = True, "no live target"
+        else:
+            self._publish_tracking(update)
+            response.success, response.message = True, f"{len(update.targets)} live targets ended"
+            self.get_logger().info(response.message)
+        return response
+
     def _on_cancel(self, goal_handle) -> CancelResponse:
         with self._goals_lock:
             job = self._goals.get(bytes(goal_handle.goal_id.uuid))
@@ -411,6 +457,10 @@ class LisaNode(LifecycleNode):
             value = validate(parameter.name, parameter.value)
             if parameter.name == "max_new_tokens":
                 pipeline.predictor.max_new_tokens = value
+            elif parameter.name in TRACKING:
+                values = {name: self._param(name) for name in TRACKING}
+                values[parameter.name] = value
+                pipeline.tracking = tracking_settings(values)
             else:
                 setattr(pipeline, parameter.name, value)
         return SetParametersResult(successful=True)
@@ -424,16 +474,40 @@ class LisaNode(LifecycleNode):
             if result.status == Status.ERROR:
                 self._stats["errors"] += 1
                 self._stats["last_error"] = result.error
+        # Which messages a result gets (and their content) is lisa_ros.runtime.message_fields'
+        # decision, shared with the bag evaluator.
+        overlay = self._param("publish_overlay")
+        self._send(lambda: messages.result_messages(result, overlay), f"the result of command {result.command_id}")
+
+    def _publish_tracking(self, update: TrackingUpdate) -> None:
+        """Publish a tracked image's targets, mask, overlay and 3D outputs (or an event's targets)."""
+        with self._ids_lock:
+            if update.image is not None:
+                self._tracking["frames"] += 1
+                self._tracking["last_total_s"] = update.timings.get("total", 0.0)
+            self._tracking["targets"] = ", ".join(f"{t.target_id} {t.status.name.lower()}" for t in update.targets)
+        overlay = self._param("publish_overlay")
+        self._send(lambda: messages.tracking_messages(update, overlay), "the tracked targets")
+
+    def _send(self, build_messages, what: str) -> None:
+        """Publish the (output name, message) pairs `build_messages()` returns, while configured."""
         publishers = self._outputs
         if not publishers:
             return
         try:
-            # Which messages a result gets (and their content) is lisa_ros.runtime.message_fields'
-            # decision, shared with the bag evaluator.
-            for name, msg in messages.result_messages(result, self._param("publish_overlay")):
+            for name, msg in build_messages():
                 publishers[name].publish(msg)
         except Exception as error:  # e.g. a publisher destroyed by a concurrent cleanup
-            self.get_logger().error(f"cannot publish the result of command {result.command_id}: {error}")
+            self.get_logger().error(f"cannot publish {what}: {error}")
+
+    def _tracking_rate(self) -> float:
+        """Tracked images per second since the last call (one diagnostics period)."""
+        with self._ids_lock:
+            now = time.monotonic()
+            elapsed = now - self._tracking["since"]
+            rate = self._tracking["frames"] / elapsed if elapsed > 0 else 0.0
+            self._tracking["frames"], self._tracking["since"] = 0, now
+            return rate
 
     def _publish_diagnostics(self) -> None:
         publisher = self._outputs.get("diagnostics")
@@ -461,6 +535,12 @@ class LisaNode(LifecycleNode):
             "last_error": self._stats["last_error"],
             "last_total_seconds": f"{self._stats['last_total_s']:.3f}",
             "image_age_seconds": image_age,
+            "tracking_rate_hz": f"{self._tracking_rate():.2f}",
+            "tracking_last_seconds": f"{self._tracking['last_total_s']:.3f}",
+            "live_targets": ", ".join(str(t.target_id) for t in pipeline.targets) or "none",
+            "last_target_statuses": self._tracking["targets"],
+            "images_tracked": pipeline.frames_tracked,
+            "images_skipped_while_tracking": pipeline.frames_skipped,
         }
         name = f"{self.get_fully_qualified_name()}: LISA segmentation"
         publisher.publish(

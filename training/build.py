@@ -73,8 +73,6 @@ def build_train_dataset(config: TrainConfig, use_im_start_end: bool):
         portion = "scannet" if data.kind == "scannet" else "all"
         return ReasonSegDataset(reason_seg_root(config), "train", portion=portion,
                                 explanatory_ratio=data.explanatory_ratio, use_im_start_end=use_im_start_end, seed=seed)
-    if data.kind != "mixture":
-        raise ValueError(f"data.kind must be mixture, reason_seg, scannet or demo_scenes, got {data.kind!r}")
     from .data.mixture import build_mixture
 
     reason = None

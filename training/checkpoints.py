@@ -11,16 +11,20 @@ Layout of a run folder:
     best/                       trainable weights of the best val gIoU so far, plus best.json
 
 A checkpoint is written under a temporary name and renamed when complete, so a crash
-while saving leaves the previous checkpoint as the newest one.
+while saving leaves the previous checkpoint as the newest one. trainer.pt holds tensors
+and plain containers only and is read with weights_only=True: a run folder from
+someone else cannot run code (`load_state`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +34,20 @@ STATE_FILE = "trainer.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file this version cannot (or will not) load; the message names the file."""
+
+
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's generators as tensors and plain numbers, so that the state loads with
+    torch.load(weights_only=True) (numpy's own state holds an ndarray, which does not)."""
+    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, None or a float)
+        "numpy": {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -39,14 +55,19 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy = state["numpy"]
+    np.random.set_state((numpy["algorithm"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_state(directory: str | Path, state: dict) -> Path:
-    """Write `state` to `directory/trainer.pt` atomically (temp folder + rename)."""
+    """Write `state` to `directory/trainer.pt` atomically (temp folder + rename).
+
+    `state` must hold tensors and plain containers only (see `load_state`).
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     temporary = directory.with_name(directory.name + ".tmp")
@@ -64,10 +85,32 @@ def save_state(directory: str | Path, state: dict) -> Path:
     return directory
 
 
-def load_state(directory: str | Path, map_location="cpu") -> dict:
-    """A state written by `save_state`. Our own files hold RNG states (numpy arrays,
-    tuples), so weights_only=False: load only checkpoints this code wrote."""
-    return torch.load(Path(directory) / STATE_FILE, map_location=map_location, weights_only=False)
+def load_state(directory: str | Path, keys: tuple[str, ...] = ("model",), map_location="cpu") -> dict:
+    """A state written by `save_state` that holds at least `keys`.
+
+    Read with weights_only=True: only tensors and plain containers are unpickled, so
+    a planted trainer.pt (someone else's run folder) cannot run code. A file that
+    needs anything else, or is not a readable state, is a CheckpointError.
+    """
+    path = Path(directory) / STATE_FILE
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is a page long; its "Unsupported global: ..." line names the culprit.
+        culprit = re.search(r"Unsupported global: (.*?)(?: was not|$)", str(error), re.MULTILINE)
+        detail = f" ({culprit.group(1)})" if culprit else ""
+        raise CheckpointError(f"{path}: refused: not a trainer state this version writes; it needs code to "
+                              f"load{detail}, which may be unsafe") from None
+    except OSError:  # missing, unreadable: the file system's own message says it best
+        raise
+    except Exception as error:  # truncated or not a torch file: torch raises many kinds for those
+        reason = str(error).split(". ")[0].strip() or type(error).__name__
+        raise CheckpointError(f"{path}: not a readable trainer state, truncated or not a torch file "
+                              f"({type(error).__name__}: {reason})") from None
+    missing = [key for key in keys if key not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise CheckpointError(f"{path}: not a trainer state: it lacks {missing}")
+    return state
 
 
 def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -114,6 +157,30 @@ def resolve(run_dir: str | Path, which: str = "best") -> Path:
     if not (Path(path) / STATE_FILE).is_file():
         raise FileNotFoundError(f"no {STATE_FILE} in {path}")
     return Path(path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl (one JSON object with a "step" per line).
+
+    A bad last line is a write torn by a crash or a full disk: it is dropped with a
+    warning. A bad line anywhere else is a CheckpointError naming the line.
+    """
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()  # torn bytes fail as JSON
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError('not an object with an integer "step"')
+        except ValueError as error:  # json.JSONDecodeError is one
+            if number == len(lines):
+                print(f"[train] warning: {path}:{number}: dropped a torn last line ({error})", file=sys.stderr)
+                break
+            raise CheckpointError(f"{path}:{number}: not a metrics record ({error})") from None
+        records.append(record)
+    return records
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:

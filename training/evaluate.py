@@ -37,12 +37,14 @@ import torch
 from lisa_model.metrics import SegmentationMeter, intersection_union, mask_iou
 from lisa_model.processing.conversation import Turn
 
+from . import cli
 from . import distributed as dist_utils
 from .data import templates
 from .data.collate import collate, to_device
 from .data.reason_seg import ReasonSegDataset
 from .data.sample import Sample
 
+PROG = "python -m training.evaluate"
 REASON_SEG_GROUPS = ("overall", "short", "long", "scannet", "openimages")
 
 
@@ -283,8 +285,6 @@ def build_tasks(args, use_im_start_end: bool) -> list[EvalTask]:
                 tasks.append(EvalTask(f"{name}/{split}", dataset, limit=args.limit))
     if args.demo_scenes:
         tasks.extend(demo_scene_tasks(args.demo_split, args.demo_scenes, use_im_start_end, limit=args.limit))
-    if not tasks:
-        raise SystemExit("nothing to evaluate: give --reason-seg-root, --refer-root and/or --demo-scenes")
     return tasks
 
 
@@ -310,13 +310,13 @@ def load_model(args, device):
     from lisa_model import lisa_model_registry
 
     if args.model not in lisa_model_registry:
-        raise SystemExit(f"--model must be one of {sorted(lisa_model_registry)} (or give --model-path)")
+        raise ValueError(f"--model must be one of {sorted(lisa_model_registry)} (or give --model-path)")
     model, tokenizer = lisa_model_registry[args.model](seed=args.seed)
     return model.to(device).eval(), tokenizer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     model = parser.add_argument_group("model")
     model.add_argument("--model-path",
                        help="released or saved LISA checkpoint (folder or hub id), loaded with load_lisa")
@@ -335,24 +335,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--refer-datasets", default="refcoco,refcoco+,refcocog")
     data.add_argument("--refer-splits", default="val")
     data.add_argument("--scannet-root", help="ScanNet exports (sceneXXXX_YY/color,depth,pose,intrinsic) for 3D metrics")
-    data.add_argument("--demo-scenes", type=int,
+    data.add_argument("--demo-scenes", type=cli.positive_int,
                       help="evaluate on this many synthetic demo scenes (lisa_ros.synthetic.scenes), "
                            "held-out and training phrasings")
     data.add_argument("--demo-split", default="test", choices=("train", "val", "test"), help="their scene stream")
-    data.add_argument("--limit", type=int, help="evaluate only the first N images of each task (smoke runs)")
+    data.add_argument("--limit", type=cli.positive_int,
+                      help="evaluate only the first N images of each task (smoke runs)")
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--batch-size", type=int, default=1, help="images per forward pass on each rank")
-    run_group.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
+    run_group.add_argument("--batch-size", type=cli.positive_int, default=1,
+                           help="images per forward pass on each rank")
+    run_group.add_argument("--device", type=cli.device,
+                           help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)")
     run_group.add_argument("--backend", choices=("gloo", "nccl"), help="torch.distributed backend under torchrun")
     run_group.add_argument("--output", help="write the results JSON here")
     run_group.add_argument("--overlays", help="folder for overlay PNGs of the worst masks")
-    run_group.add_argument("--worst", type=int, default=8, help="how many worst masks get overlays")
+    run_group.add_argument("--worst", type=cli.non_negative_int, default=8, help="how many worst masks get overlays")
     run_group.add_argument("--no-progress", action="store_true")
+    cli.add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    with cli.user_errors(PROG, args.debug):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    if not (args.reason_seg_root or args.refer_root or args.demo_scenes):  # before the model loads
+        raise ValueError("nothing to evaluate: give --reason-seg-root, --refer-root and/or --demo-scenes")
     rank, world_size, device = dist_utils.init_distributed(args.backend)
     if args.device:
         device = torch.device(args.device)

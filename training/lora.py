@@ -17,9 +17,13 @@ zero weight decay), so freezing them changes nothing but makes every engine happ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 
+from pydantic import field_validator
+from pydantic.dataclasses import dataclass
 from torch import nn
+
+from .schema import SECTION, Count, Probability
 
 # Fully trained modules, by name fragment (the reference's rule: "any parameter whose
 # name contains one of these").
@@ -31,17 +35,26 @@ LORA_TARGETS = r"language_model\.model\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
 ADAPTER = "default"
 
 
-@dataclass
+@dataclass(config=SECTION)
 class LoraSettings:
-    """LoRA hyper-parameters (the paper's defaults)."""
+    """LoRA hyper-parameters (the paper's defaults), checked on construction (training.schema)."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: str = LORA_TARGETS
+    r: Count = 8
+    alpha: Count = 16
+    dropout: Probability = 0.05
+    target_modules: str = LORA_TARGETS  # a regex, full-matched against module names
     # Name fragments of modules trained fully besides the recipe's; a model that starts
     # from random weights (the demo model) must learn its encoders too.
     train_also: tuple[str, ...] = ()
+
+    @field_validator("target_modules")
+    @classmethod
+    def _a_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings = LoraSettings()):

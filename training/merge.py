@@ -16,11 +16,13 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
 
 from . import checkpoints as ckpt
-from .config import config_from_dict
+from . import cli
+from .config import config_from_dict, read_yaml
 from .lora import load_trainable_state_dict, merge_lora
+
+PROG = "python -m training.merge"
 
 
 def load_run_model(run_dir: str | Path, which: str = "best"):
@@ -31,11 +33,11 @@ def load_run_model(run_dir: str | Path, which: str = "best"):
     from .train import build_model
 
     run_dir = Path(run_dir)
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config = config_from_dict(read_yaml(run_dir / "config.yaml"), where=str(run_dir / "config.yaml"))
+    state = ckpt.load_state(ckpt.resolve(run_dir, which))  # before building the model: a bad file fails fast
     config.model.frozen_dtype = None  # merge in fp32
     config.model.gradient_checkpointing = False
     model, tokenizer, tuner = build_model(config, torch.device("cpu"))
-    state = ckpt.load_state(ckpt.resolve(run_dir, which))
     load_trainable_state_dict(model, state["model"])
     return model.eval(), tokenizer, tuner, config
 
@@ -66,14 +68,16 @@ def merge_run(run_dir: str | Path, output: str | Path, which: str = "best", dtyp
 
 
 def main(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m training.merge", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder (train.output_dir)")
     parser.add_argument("--output", required=True, help="folder for the merged checkpoint")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, step-N or a checkpoint folder")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="cast the merged model (default: fp32)")
     parser.add_argument("--vision-tower", help="CLIP folder or hub id to record in config.json")
+    cli.add_debug_flag(parser)
     args = parser.parse_args(argv)
-    path = merge_run(args.run, args.output, args.checkpoint, args.dtype, args.vision_tower)
+    with cli.user_errors(PROG, args.debug):
+        path = merge_run(args.run, args.output, args.checkpoint, args.dtype, args.vision_tower)
     print(f"[merge] wrote {path}")
     return path
 

@@ -23,6 +23,7 @@ or the deepspeed launcher). "auto" picks ddp under torchrun.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -35,8 +36,8 @@ import yaml
 from lisa_model.losses import LossWeights
 
 from . import checkpoints as ckpt
+from . import cli, fsdp
 from . import distributed as dist_utils
-from . import fsdp
 from .build import build_eval_tasks, build_model, build_train_dataset
 from .config import TrainConfig, load_config
 from .data.collate import collate_fn, to_device
@@ -47,6 +48,7 @@ from .sampler import ResumableSampler, micro_batches
 # which is why fine-tuning a released checkpoint crashes there.
 LOSS_WEIGHTS = LossWeights(ce=1.0, bce=2.0, dice=0.5)
 LOSS_NAMES = ("total", "ce", "bce", "dice")
+PROG = "python -m training.train"
 
 
 # Optimisation.
@@ -75,8 +77,6 @@ class Trainer:
         self.device = torch.device(train.device) if train.device else device
         engine = config.dist.engine
         self.engine = ("ddp" if self.world_size > 1 else "none") if engine == "auto" else engine
-        if self.engine not in ("none", "ddp", "fsdp", "deepspeed"):
-            raise ValueError(f"dist.engine must be auto, none, ddp, fsdp or deepspeed, got {engine!r}")
         precision = train.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
@@ -173,9 +173,10 @@ class Trainer:
         dist_utils.barrier()
 
     def resume(self, path: Path) -> None:
-        state = ckpt.load_state(path)
+        state = ckpt.load_state(path, keys=("step", "model", "sampler", "rng", "best", "world_size"))
         if state["world_size"] != self.world_size:
-            raise ValueError(f"{path} was written by {state['world_size']} ranks; this run has {self.world_size}")
+            raise ckpt.CheckpointError(f"{path} was written by {state['world_size']} ranks; "
+                                       f"this run has {self.world_size}")
         if self.engine == "fsdp":
             fsdp.load_trainable_state_dict(self.model, state["model"])
             fsdp.load_optimizer_state_dict(self.model, self.optimizer, state["optimizer"])
@@ -191,17 +192,16 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.best = state["best"]
         ckpt.set_rng_state(state["rng"][self.rank])
-        if self.rank == 0:
-            self._truncate_metrics()
 
-    def _truncate_metrics(self) -> None:
-        # Records written after the checkpoint by the interrupted process are redone.
+    def _reset_metrics(self) -> None:
+        """Keep the metrics records up to the starting step (none when starting from scratch):
+        the later ones were written by an interrupted or earlier process and are redone."""
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
-            import json
-
-            lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in lines))
+            kept = [record for record in ckpt.read_metrics(path) if record["step"] <= self.step] if self.step else []
+            temporary = path.with_name(path.name + ".tmp")  # a crash now must not lose the records
+            temporary.write_text("".join(json.dumps(record) + "\n" for record in kept), encoding="utf-8")
+            temporary.replace(path)
 
     # Logging and evaluation.
 
@@ -284,6 +284,7 @@ class Trainer:
         if latest is not None:
             self.resume(latest)
         if self.rank == 0:
+            self._reset_metrics()
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -331,24 +332,27 @@ class Trainer:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.steps=100")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # deepspeed launcher
+    cli.add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    config = load_config(args.config, args.overrides)
-    trainer = Trainer(config)
-    try:
-        records = trainer.fit()
-        if trainer.rank == 0 and trainer.best["step"] is not None:
-            print(f"[train] best val gIoU {trainer.best['giou']:.4f} at step {trainer.best['step']}", file=sys.stderr)
-        return records
-    finally:
-        dist_utils.cleanup()
+    with cli.user_errors(PROG, args.debug):
+        config = load_config(args.config, args.overrides)
+        trainer = Trainer(config)
+        try:
+            records = trainer.fit()
+            if trainer.rank == 0 and trainer.best["step"] is not None:
+                print(f"[train] best val gIoU {trainer.best['giou']:.4f} at step {trainer.best['step']}",
+                      file=sys.stderr)
+            return records
+        finally:
+            dist_utils.cleanup()
 
 
 if __name__ == "__main__":

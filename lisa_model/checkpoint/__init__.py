@@ -17,14 +17,20 @@ A released checkpoint is a Hugging Face folder:
 model fine-tuned here also loads in the reference tooling). Precisions: see
 `precision` (None: as stored; fp32/bf16/fp16; int8/int4 decoder layers on CUDA).
 
-Modules by job: `keys` (released names <-> ours), `files` (weight files), `config`
+Checkpoints are untrusted input: `load_lisa` checks config.json's types and ranges and
+its sizes against the weight files' headers before allocating anything, reads only
+files inside the folder, unpickles `.bin` files with weights_only=True, refuses
+non-finite weights, and raises `CheckpointError` (a ValueError) naming the file.
+
+Modules by job: `errors`, `keys` (released names <-> ours), `files` (weight files), `config`
 (config.json <-> LisaConfig), `skeleton` (the model on the meta device, filled from
 tensors), `precision` (casting, quantisation), `load`, `save`, `tokenizer_files`.
 """
 
+from .errors import CheckpointError
 from .files import read_state_dict
 from .load import load_lisa
 from .precision import PRECISIONS
 from .save import save_lisa
 
-__all__ = ["PRECISIONS", "load_lisa", "read_state_dict", "save_lisa"]
+__all__ = ["PRECISIONS", "CheckpointError", "load_lisa", "read_state_dict", "save_lisa"]

@@ -8,6 +8,7 @@ it; they are read off the tensor shapes (`sam_sizes_from_state_dict`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -16,42 +17,151 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 from ..config import LisaConfig
 from ..modeling.lisa import LisaModel
+from .errors import CheckpointError
+from .files import LINK, TensorHeader, inside
+
+FLOAT_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 RELEASED_ARCHITECTURE = "LISAForCausalLM"
 
 
+def _positive_int(value) -> bool:
+    return type(value) is int and value > 0  # bool is an int subclass: excluded
+
+
+def _positive_number(value) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+# The config.json keys LisaModel reads: what each must be. Checked before anything is
+# allocated, so a hostile or broken config fails with the key's name, not deep inside
+# torch (or after allocating 100000 layers).
+CONFIG_FIELDS = {
+    "vocab_size": (_positive_int, "a positive integer"),
+    "hidden_size": (_positive_int, "a positive integer"),
+    "intermediate_size": (_positive_int, "a positive integer"),
+    "num_hidden_layers": (_positive_int, "a positive integer"),
+    "num_attention_heads": (_positive_int, "a positive integer"),
+    "num_key_value_heads": (_optional(_positive_int), "a positive integer or null"),
+    "max_position_embeddings": (_positive_int, "a positive integer"),
+    "rms_norm_eps": (_positive_number, "a positive number"),
+    "rope_theta": (_positive_number, "a positive number"),
+    "initializer_range": (_positive_number, "a positive number"),
+    "hidden_act": (lambda value: isinstance(value, str), "a string"),
+    "tie_word_embeddings": (lambda value: isinstance(value, bool), "true or false"),
+    "bos_token_id": (_optional(lambda value: type(value) is int), "an integer or null"),
+    "eos_token_id": (_optional(lambda value: type(value) is int), "an integer or null"),
+    "pad_token_id": (_optional(lambda value: type(value) is int), "an integer or null"),
+    "rope_scaling": (lambda value: value is None or isinstance(value, dict), "an object or null"),
+    "architectures": (lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
+                      "a list of strings"),
+    "mm_hidden_size": (_positive_int, "a positive integer"),
+    "mm_projector_type": (_optional(lambda value: isinstance(value, str)), "a string or null"),
+    "mm_use_im_start_end": (lambda value: isinstance(value, bool), "true or false"),
+    "mm_vision_select_layer": (lambda value: type(value) is int, "an integer"),
+    "mm_vision_select_feature": (lambda value: isinstance(value, str), "a string"),
+    "vision_tower": (_optional(lambda value: isinstance(value, str)), "a string or null"),
+    "mm_vision_tower": (_optional(lambda value: isinstance(value, str)), "a string or null"),
+    "out_dim": (_positive_int, "a positive integer"),
+    "conversation_template": (_optional(lambda value: isinstance(value, str)), "a string or null"),
+}
+REQUIRED_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def check_config_fields(raw: dict, config_path: Path) -> None:
+    """Raise CheckpointError naming `config_path` and the key for a missing, mistyped or
+    out-of-range value of the keys LisaModel reads (CONFIG_FIELDS)."""
+    lacking = [name for name in REQUIRED_FIELDS if name not in raw]
+    if lacking:
+        raise CheckpointError(f"{config_path} lacks {lacking}")
+    for name, (check, meaning) in CONFIG_FIELDS.items():
+        if name in raw and not check(raw[name]):
+            raise CheckpointError(f"{config_path}: {name} must be {meaning}, got {raw[name]!r}")
+    heads, kv_heads = raw["num_attention_heads"], raw.get("num_key_value_heads") or raw["num_attention_heads"]
+    if raw["hidden_size"] % heads or heads % kv_heads:
+        raise CheckpointError(
+            f"{config_path}: hidden_size {raw['hidden_size']} must be a multiple of num_attention_heads {heads}, "
+            f"and that of num_key_value_heads {kv_heads}"
+        )
+
+
 def read_released_config(directory: Path) -> dict:
-    """config.json of a checkpoint folder, checked to describe a LISA model LisaModel can run."""
+    """config.json of a checkpoint folder, checked to describe a LISA model LisaModel can run.
+
+    Raises:
+        FileNotFoundError: without config.json.
+        CheckpointError: for malformed JSON, a value of the wrong type or range, or a
+            model other than LISA.
+    """
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"no config.json in {directory}")
-    raw = json.loads(config_path.read_text())
+    inside(directory, "config.json", LINK)
+    try:
+        raw = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path} holds a JSON {type(raw).__name__}, not an object")
+    check_config_fields(raw, config_path)
     if RELEASED_ARCHITECTURE not in (raw.get("architectures") or []):
-        raise ValueError(
+        raise CheckpointError(
             f"{config_path} describes {raw.get('architectures')}, not a LISA model ({RELEASED_ARCHITECTURE})"
         )
     if raw.get("mm_vision_select_feature", "patch") != "patch":
-        raise ValueError(
+        raise CheckpointError(
             f"mm_vision_select_feature {raw['mm_vision_select_feature']!r} is not supported; LISA uses 'patch'"
         )
     return raw
 
 
+def check_config_against_tensors(raw: dict, headers: dict[str, TensorHeader], directory: Path) -> None:
+    """Compare config.json's LLaMA sizes with the tensor shapes in the weight files'
+    headers, and check every tensor is stored as floats: before anything is allocated.
+
+    Raises:
+        CheckpointError: naming the tensor (and its file) or the config key that disagree.
+    """
+    for key, header in headers.items():
+        if header.dtype not in FLOAT_DTYPE_NAMES:
+            raise CheckpointError(f"tensor {key} in {header.path} has dtype {header.dtype}; LISA weights are floats")
+    layer = re.compile(r"model\.layers\.(\d+)\.")
+    layers = 1 + max((int(match.group(1)) for key in headers if (match := layer.match(key))), default=-1)
+    config_path = directory / "config.json"
+    if layers != raw["num_hidden_layers"]:
+        raise CheckpointError(
+            f"{config_path}: num_hidden_layers is {raw['num_hidden_layers']} but the weight files hold {layers} layers"
+        )
+    hidden, intermediate = raw["hidden_size"], raw["intermediate_size"]
+    expected = {
+        "model.embed_tokens.weight": ((raw["vocab_size"], hidden), "vocab_size, hidden_size"),
+        "lm_head.weight": ((raw["vocab_size"], hidden), "vocab_size, hidden_size"),
+        "model.layers.0.mlp.gate_proj.weight": ((intermediate, hidden), "intermediate_size, hidden_size"),
+    }
+    for key, (shape, names) in expected.items():
+        if key in headers and headers[key].shape != shape:  # a missing tensor is reported when filling
+            raise CheckpointError(
+                f"tensor shapes do not match {config_path}: {key} in {headers[key].path} is "
+                f"{list(headers[key].shape)}, config.json's ({names}) say {list(shape)}"
+            )
+
+
 def llama_config(raw: dict, tokenizer) -> LlamaConfig:
-    """The language model's config from config.json; token ids absent there come from the tokenizer."""
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-    lacking = [name for name in required if name not in raw]
-    if lacking:
-        raise ValueError(f"config.json lacks {lacking}")
+    """The language model's config from a checked config.json (`read_released_config`);
+    token ids absent there come from the tokenizer."""
     if raw.get("rope_scaling"):
-        raise ValueError(f"rope_scaling {raw['rope_scaling']} is not supported for LISA checkpoints")
+        raise CheckpointError(f"rope_scaling {raw['rope_scaling']} is not supported for LISA checkpoints")
 
     def token_id(name: str) -> int | None:
         value = raw.get(name)
         return value if value is not None else getattr(tokenizer, name)
 
     config = LlamaConfig(
-        **{name: raw[name] for name in required},
+        **{name: raw[name] for name in REQUIRED_FIELDS},
         num_key_value_heads=raw.get("num_key_value_heads") or raw["num_attention_heads"],
         hidden_act=raw.get("hidden_act", "silu"),
         max_position_embeddings=raw.get("max_position_embeddings", 2048),
@@ -64,7 +174,7 @@ def llama_config(raw: dict, tokenizer) -> LlamaConfig:
         pad_token_id=token_id("pad_token_id"),
     )
     if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens, more than vocab_size {config.vocab_size}")
+        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens, more than vocab_size {config.vocab_size}")
     return config
 
 
@@ -91,18 +201,18 @@ def sam_sizes_from_state_dict(state: dict[str, torch.Tensor], prefix: str = "mod
 
     def get(name: str) -> torch.Tensor:
         if prefix + name not in state:
-            raise ValueError(f"the checkpoint has no SAM tensor {prefix + name}")
+            raise CheckpointError(f"the checkpoint has no SAM tensor {prefix + name}")
         return state[prefix + name]
 
     patch = get("image_encoder.patch_embed.proj.weight")  # [D, 3, 16, 16]
     if tuple(patch.shape[-2:]) != (16, 16):
-        raise ValueError(f"SAM's patch embedding has {tuple(patch.shape[-2:])} patches; LISA's SAM uses 16x16")
+        raise CheckpointError(f"SAM's patch embedding has {tuple(patch.shape[-2:])} patches; LISA's SAM uses 16x16")
     embed_dim = patch.shape[0]
     grid = get("image_encoder.pos_embed").shape[1]  # [1, S/16, S/16, D]
     block = re.compile(re.escape(prefix) + r"image_encoder\.blocks\.(\d+)\.")
     depth = 1 + max((int(m.group(1)) for key in state if (m := block.match(key))), default=-1)
     if depth == 0:
-        raise ValueError("the checkpoint's SAM image encoder has no blocks")
+        raise CheckpointError("the checkpoint's SAM image encoder has no blocks")
     global_blocks, windows = [], set()
     for index in range(depth):
         table = get(f"image_encoder.blocks.{index}.attn.rel_pos_h")  # [2*size - 1, head_dim]
@@ -113,7 +223,7 @@ def sam_sizes_from_state_dict(state: dict[str, torch.Tensor], prefix: str = "mod
         else:
             windows.add(size)
     if len(windows) > 1:
-        raise ValueError(f"SAM blocks use several window sizes {sorted(windows)}; SAM uses one")
+        raise CheckpointError(f"SAM blocks use several window sizes {sorted(windows)}; SAM uses one")
     return dict(
         sam_image_size=grid * 16,
         sam_encoder_embed_dim=embed_dim,
@@ -147,7 +257,7 @@ def lisa_config(
         **sam_sizes_from_state_dict(state),
     )
     if raw.get("out_dim", config.sam_prompt_embed_dim) != config.sam_prompt_embed_dim:
-        raise ValueError(f"out_dim {raw['out_dim']} differs from SAM's prompt size {config.sam_prompt_embed_dim}")
+        raise CheckpointError(f"out_dim {raw['out_dim']} differs from SAM's prompt size {config.sam_prompt_embed_dim}")
     return config
 
 

@@ -16,6 +16,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from ..config import LisaConfig
 from ..modeling.lisa import LisaModel, build_projector, build_seg_projection
 from ..modeling.sam import build_sam, sam_pixel_statistics
+from .errors import CheckpointError
 from .keys import is_tolerated, key_listing, ours_to_released, released_to_ours
 
 
@@ -37,7 +38,7 @@ def fill_skeleton(model: LisaModel, state: dict[str, torch.Tensor]) -> None:
     compute its non-saved buffers.
 
     Raises:
-        ValueError: when `state` lacks tensors of the model, holds others, or shapes differ.
+        CheckpointError: when `state` lacks tensors of the model, holds others, or shapes differ.
     """
     expected = {name: tensor for name, tensor in model.state_dict().items() if not name.startswith("vision_tower.")}
     mapped: dict[str, torch.Tensor] = {}
@@ -57,14 +58,14 @@ def fill_skeleton(model: LisaModel, state: dict[str, torch.Tensor]) -> None:
             problems.append(f"missing {len(missing)}: {key_listing(missing)}")
         if unexpected:
             problems.append(f"unexpected {len(unexpected)}: {key_listing(sorted(unexpected))}")
-        raise ValueError("the checkpoint does not match the LISA model; " + "; ".join(problems))
+        raise CheckpointError("the checkpoint does not match the LISA model; " + "; ".join(problems))
     mismatched = [
         f"{ours_to_released(name)} {tuple(tensor.shape)} (model {tuple(expected[name].shape)})"
         for name, tensor in mapped.items()
         if tensor.shape != expected[name].shape
     ]
     if mismatched:
-        raise ValueError(f"tensor shapes do not match config.json: {key_listing(sorted(mismatched))}")
+        raise CheckpointError(f"tensor shapes do not match config.json: {key_listing(sorted(mismatched))}")
     model.load_state_dict(mapped, strict=False, assign=True)
     _compute_unsaved_buffers(model)
     left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]

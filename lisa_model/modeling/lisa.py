@@ -41,6 +41,7 @@ class GenerationOutput:
     seg_hidden_states: torch.Tensor  # [N_seg, H], final-layer states that predicted each [SEG]
     cache: object | None  # the KV cache holding the prompt and all generated tokens but the last
     timings: dict[str, float]  # seconds: "prefill" (the prompt) and "decode" (the new tokens)
+    limited_by_context: bool = False  # max_new_tokens was lowered to the room left in the context
 
 
 @dataclass
@@ -152,6 +153,7 @@ class LisaModel(nn.Module):
         embed = self.language_model.get_input_embeddings()
         past = cache.get_seq_length() if cache is not None else 0
         room = self.config.llm.max_position_embeddings - past - prompt_embeds.shape[1]
+        limited_by_context = room < max_new_tokens
         max_new_tokens = min(max_new_tokens, room)
         timings: dict[str, float] = {}
         sequence = prompt_embeds
@@ -177,7 +179,13 @@ class LisaModel(nn.Module):
                     out = backbone(inputs_embeds=sequence, use_cache=False)
         hidden_size = self.config.hidden_size
         states = torch.stack(seg_hidden) if seg_hidden else prompt_embeds.new_zeros((0, hidden_size))
-        return GenerationOutput(token_ids=tokens, seg_hidden_states=states, cache=cache, timings=timings)
+        return GenerationOutput(
+            token_ids=tokens,
+            seg_hidden_states=states,
+            cache=cache,
+            timings=timings,
+            limited_by_context=limited_by_context,
+        )
 
     # Training / teacher-forced forward.
 

@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 IMAGE_TOKEN = "<image>"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
+# Private-use characters that fence user text inside a prompt string: `tokenize_prompt`
+# encodes fenced text as plain text, so a typed "[SEG]" or "</s>" never becomes a
+# control token. Only the template's own tokens do.
+USER_TEXT_OPEN = "\ue000"
+USER_TEXT_CLOSE = "\ue001"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,14 @@ def render_prompt(template: ConversationTemplate, turns: list[Turn]) -> str:
     raise ValueError(f"unknown template style {template.style!r}")
 
 
+def user_text(text: str) -> str:
+    """`text` (a user's command) fenced as plain text for `tokenize_prompt`.
+
+    Fence characters inside `text` are dropped, so it cannot close its fence early.
+    """
+    return USER_TEXT_OPEN + text.replace(USER_TEXT_OPEN, "").replace(USER_TEXT_CLOSE, "") + USER_TEXT_CLOSE
+
+
 def image_user_message(command: str, use_im_start_end: bool) -> str:
     """The first user turn: the image placeholder, a newline, then the command."""
     image = f"{IM_START_TOKEN}{IMAGE_TOKEN}{IM_END_TOKEN}" if use_im_start_end else IMAGE_TOKEN
@@ -95,7 +108,8 @@ class Conversation:
     """A multi-turn conversation about the predictor's current image.
 
     The image placeholder goes into the first user turn only, so follow-up commands
-    are answered in the context of earlier answers (and their [SEG] tokens).
+    are answered in the context of earlier answers (and their [SEG] tokens). Commands
+    are user text (`user_text`): whatever they contain, they tokenise as plain text.
     """
 
     template: str = "llava_v1"
@@ -103,12 +117,14 @@ class Conversation:
 
     def prompt_for(self, command: str, use_im_start_end: bool) -> str:
         """The prompt asking the model to answer `command` after the earlier turns."""
-        user = command if self.turns else image_user_message(command, use_im_start_end)
-        return render_prompt(get_template(self.template), self.turns + [Turn(user)])
+        return render_prompt(get_template(self.template), self.turns + [Turn(self._user(command, use_im_start_end))])
 
     def append(self, command: str, answer: str, use_im_start_end: bool) -> None:
-        user = command if self.turns else image_user_message(command, use_im_start_end)
-        self.turns.append(Turn(user, answer))
+        self.turns.append(Turn(self._user(command, use_im_start_end), answer))
+
+    def _user(self, command: str, use_im_start_end: bool) -> str:
+        # The image placeholder goes before the first command only.
+        return image_user_message(user_text(command), use_im_start_end) if not self.turns else user_text(command)
 
     def reset(self) -> None:
         self.turns.clear()

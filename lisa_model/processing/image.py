@@ -19,11 +19,41 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def validate_rgb_image(image) -> None:
-    """Raise ValueError unless `image` is a non-empty uint8 numpy array of shape (H, W, 3).
+# Images are refused above these, before any resizing: CLIP scales the short side up to
+# 224, so a 1x30000 strip would become 224x6720000 (+3.6 GB). Callers may pass other
+# limits; LisaPredictor uses these (None: these; set them to change its limits).
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_ASPECT_RATIO = 20.0
+
+
+def validate_rgb_image(image, max_pixels: int | None = None, max_aspect_ratio: float | None = None) -> None:
+    """Raise ValueError unless `image` is a non-empty uint8 numpy array of shape (H, W, 3)
+    within the size limits.
 
     Values are expected in [0, 255], RGB channel order, (row, column) indexing.
+
+    Arguments:
+        image (ndarray uint8 [H,W,3]): the image to check; nothing is allocated.
+        max_pixels (int | None): most H*W accepted; None: MAX_IMAGE_PIXELS.
+        max_aspect_ratio (float | None): most max(H,W)/min(H,W) accepted; None:
+            MAX_IMAGE_ASPECT_RATIO.
     """
+    _check_rgb_array(image)
+    height, width = image.shape[:2]
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    max_aspect_ratio = MAX_IMAGE_ASPECT_RATIO if max_aspect_ratio is None else max_aspect_ratio
+    if height * width > max_pixels:
+        raise ValueError(f"image is too large: {height}x{width} is {height * width} pixels, at most {max_pixels}")
+    if max(height, width) / min(height, width) > max_aspect_ratio:
+        raise ValueError(
+            f"image is too elongated: {height}x{width} has aspect ratio "
+            f"{max(height, width) / min(height, width):.1f}, at most {max_aspect_ratio:g}"
+        )
+
+
+def _check_rgb_array(image) -> None:
+    # The array checks alone: the preprocessing functions reproduce the reference at any
+    # size; the size limits belong at the door (validate_rgb_image).
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -64,7 +94,7 @@ def preprocess_sam(image: np.ndarray, long_side: int = 1024) -> tuple[torch.Tens
         resized_size: (h, w) of the resized image before padding; this is the
             `input_size` that postprocess_masks needs.
     """
-    validate_rgb_image(image)
+    _check_rgb_array(image)
     new_h, new_w = sam_resized_shape(image.shape[0], image.shape[1], long_side)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     x = torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
@@ -102,7 +132,7 @@ def preprocess_clip(
     Returns:
         float32 tensor (3, size, size), channel-first, roughly in -1.8..2.2.
     """
-    validate_rgb_image(image)
+    _check_rgb_array(image)
     new_h, new_w = _clip_resized_shape(image.shape[0], image.shape[1], size)
     resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC))
     # Floor division for the offset, like transformers' center_crop; the

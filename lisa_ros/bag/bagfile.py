@@ -31,10 +31,10 @@ def open_reader(bag: Path):
     return reader
 
 
-def read_messages(reader, bag: Path):
-    """(connection, log time ns, raw CDR bytes) of the bag's messages in log-time order;
-    a storage failure becomes an EvalError."""
-    iterator = reader.messages()
+def read_messages(reader, bag: Path, connections=()):
+    """(connection, log time ns, raw CDR bytes) of the bag's messages (those of `connections`;
+    empty: all) in log-time order; a storage failure becomes an EvalError."""
+    iterator = reader.messages(connections=connections)
     while True:
         try:
             item = next(iterator)
@@ -43,6 +43,27 @@ def read_messages(reader, bag: Path):
         except Exception as error:  # truncated chunks, bad CRCs, sqlite errors, ...
             raise EvalError(f"cannot read bag {bag}: {type(error).__name__}: {error}") from error
         yield item
+
+
+def first_image_size(reader, bag: Path, topic: str, store, compressed: bool) -> tuple[int, int]:
+    """(H, W) of the first image on `topic` that decodes, read before the run (to check the
+    script's masks, and as the size of an answer without an image); EvalError when there is none."""
+    from lisa_ros.runtime.codec import compressed_to_rgb
+
+    wanted = [connection for connection in reader.connections if connection.topic == topic]
+    problem = ""
+    for connection, log_time, raw in read_messages(reader, bag, wanted):
+        try:
+            msg = store.deserialize_cdr(raw, connection.msgtype)
+        except Exception as error:  # the run would stop at this message too
+            raise EvalError(f"cannot deserialize the image on {topic} at log time {log_time}: {error}") from error
+        if not compressed:
+            return msg.height, msg.width
+        try:
+            return compressed_to_rgb(msg).shape[:2]
+        except ValueError as error:  # an error result in the run; the next image may decode
+            problem = problem or f" that decodes (the first: {error})"
+    raise EvalError(f"bag {bag} has no image on {topic}{problem}")
 
 
 class OutputBag:

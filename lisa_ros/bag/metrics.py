@@ -41,10 +41,14 @@ def latency_values(answers: list[Answer]) -> dict[str, list[float]]:
     return stages
 
 
-def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float = 0.0) -> dict:
+def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float, image_size: tuple[int, int]) -> dict:
     """gIoU/cIoU (lisa_model.metrics) over commands with 2D truth; over those with a 3D box,
     the IoU of the first region's axis-aligned box (grown by one voxel, metres) with it and the
-    centroid error; latency statistics per stage; counts. Fills each Answer's scores."""
+    centroid error; latency statistics per stage; counts (with the answers cut at the context
+    limit and the conversations dropped to make room). Fills each Answer's scores.
+
+    `image_size` (H, W): the bag's images', the size of an answer without an image (an error).
+    """
     from lisa_model.metrics import SegmentationMeter
     from lisa_ros.geometry import accuracy_at
 
@@ -54,7 +58,7 @@ def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float = 0.0
         if item.truth is None:
             continue
         if item.truth.has_2d:
-            _score_2d(item, meter)
+            _score_2d(item, meter, image_size)
         if item.truth.has_3d:
             if _score_3d(item, voxel_size):
                 centroid_errors.append(item.centroid_error)
@@ -63,6 +67,8 @@ def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float = 0.0
             ious_3d.append(item.iou_3d)
     metrics = {"counts": dict(counts)}
     metrics["counts"].pop("messages_in", None)
+    metrics["counts"]["answers_truncated"] = sum(item.result.truncated for item in answers)
+    metrics["counts"]["conversation_resets"] = sum(item.result.conversation_reset for item in answers)
     metrics["segmentation_2d"] = meter.as_dict() if meter.count else None
     metrics["regions_3d"] = (
         {
@@ -71,31 +77,23 @@ def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float = 0.0
             "acc_at_0.25": accuracy_at(ious_3d, 0.25),
             "acc_at_0.5": accuracy_at(ious_3d, 0.5),
             "without_region": missing_3d,
-            "centroid_error_m": _stats(centroid_errors),
+            "centroid_error_m": stats(centroid_errors),
         }
         if ious_3d
         else None
     )
-    metrics["latency_s"] = {stage: _stats(values) for stage, values in latency_values(answers).items()}
+    metrics["latency_s"] = {stage: stats(values) for stage, values in latency_values(answers).items()}
     metrics["commands"] = [_command_row(item) for item in answers]
     return metrics
 
 
-def _score_2d(item: Answer, meter) -> None:
-    """The answer's mask IoU against its 2D truth, at the answered image's size; adds it to `meter`."""
+def _score_2d(item: Answer, meter, image_size: tuple[int, int]) -> None:
+    """The answer's mask IoU against its 2D truth, at the answered image's size (`image_size`
+    without one); adds it to `meter`."""
     from lisa_model.metrics import mask_iou
 
     truth, result = item.truth, item.result
-    if result.image is not None:
-        height, width = result.image.shape[:2]
-    elif truth.mask_path is not None:
-        from PIL import Image
-
-        with Image.open(truth.mask_path) as image:
-            width, height = image.size
-    else:  # a polygon and no image: the prediction is empty at any size
-        points = np.asarray(truth.polygon)
-        width, height = int(points[:, 0].max()) + 2, int(points[:, 1].max()) + 2
+    height, width = result.image.shape[:2] if result.image is not None else image_size
     gt = truth.mask(height, width)
     pred = prediction_mask(result, height, width)
     meter.update(pred, gt)
@@ -104,18 +102,23 @@ def _score_2d(item: Answer, meter) -> None:
 
 def _score_3d(item: Answer, voxel_size: float) -> bool:
     """The first region's box IoU and centroid error against the 3D truth; False (IoU 0) without a region."""
-    from lisa_ros.geometry import box_iou_3d
-
     region = next((r for r in item.result.regions if r is not None), None)
     if region is None:
         item.iou_3d = 0.0
         return False
+    item.iou_3d, item.centroid_error = box_iou_of_region(region, item.truth.box_center, item.truth.box_size, voxel_size)
+    return True
+
+
+def box_iou_of_region(region, center, size, voxel_size: float) -> tuple[float, float]:
+    """(IoU of the region's axis-aligned box with the box `center`, `size`; centroid error, metres)."""
+    from lisa_ros.geometry import box_iou_3d
+
     # The points are voxel centres: the box they fill reaches half a voxel past them
     # (a flat face seen from one view still has a volume).
-    size = np.asarray(region.aabb_size, np.float64) + voxel_size
-    item.iou_3d = float(box_iou_3d(region.aabb_center, size, item.truth.box_center, item.truth.box_size))
-    item.centroid_error = float(np.linalg.norm(np.asarray(region.centroid) - item.truth.box_center))
-    return True
+    grown = np.asarray(region.aabb_size, np.float64) + voxel_size
+    iou = float(box_iou_3d(region.aabb_center, grown, center, size))
+    return iou, float(np.linalg.norm(np.asarray(region.centroid) - center))
 
 
 def _command_row(item: Answer) -> dict:
@@ -133,11 +136,13 @@ def _command_row(item: Answer) -> dict:
         "box_iou_3d": item.iou_3d,
         "centroid_error_m": item.centroid_error,
         "region_status": result.region_status,
+        "truncated": result.truncated,
+        "conversation_reset": result.conversation_reset,
         "total_s": result.timings.get("total"),
     }
 
 
-def _stats(values) -> dict:
+def stats(values) -> dict:
     """count, median, p90, max and mean of `values` (None each when there are none)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:

@@ -13,25 +13,35 @@ from .metrics import Answer
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def write_report(output: Path, answers: list[Answer], metrics: dict, latency_values: dict | None = None) -> Path:
+def write_report(
+    output: Path,
+    answers: list[Answer],
+    metrics: dict,
+    latency_values: dict | None = None,
+    strips: dict[int, str] | None = None,
+) -> Path:
     """Write report.html in `output` with overlays (overlays/command_NNNN.png: the answer's masks,
     the 2D ground truth's outline in yellow) and latency histograms (latency_*.png).
 
     Arguments:
         answers: the evaluated commands; each Answer's `overlay` is set to its overlay's path.
-        metrics: compute_metrics()' dict with its "input" and "output" sections.
+        metrics: compute_metrics()' dict with its "input", "output" and "tracking" sections.
         latency_values: stage -> seconds, for the histograms (lisa_ros.bag.metrics.latency_values).
+        strips: command id -> the strip of its tracked images (lisa_ros.bag.tracking.write_strips).
     Returns the report's path.
     """
     for item in answers:
         _write_overlay(output, item)
     html = _template().render(
+        stopped_by=metrics["stopped_by"],
         input=metrics["input"],
         output=metrics["output"],
         counts=metrics["counts"],
         seg=metrics["segmentation_2d"],
         r3=metrics["regions_3d"],
+        tracking=metrics.get("tracking"),
         rows=[_row(item) for item in answers],
+        strips=strips or {},
         latency=metrics["latency_s"],
         charts=latency_charts(output, latency_values or {}),
     )
@@ -55,15 +65,18 @@ def _write_overlay(output: Path, item: Answer) -> None:
 
 
 def _row(item: Answer) -> dict:
-    """The commands table's row of one answer (an error shows its message as the answer)."""
+    """The commands table's row of one answer (an error shows its message as the answer; notes:
+    the answer was truncated, the conversation reset)."""
     result = item.result
     status = Status(result.status).name
+    notes = (("truncated", result.truncated), ("conversation reset", result.conversation_reset))
     return {
         "id": result.command_id,
         "time_s": item.log_time / NS_PER_S,
         "command": result.command,
         "answer": result.answer if status != "ERROR" else result.error,
         "status": status,
+        "notes": ", ".join(note for note, flag in notes if flag),
         "iou": item.iou,
         "iou_3d": item.iou_3d,
         "total_s": result.timings.get("total"),

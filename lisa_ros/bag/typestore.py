@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import EvalError
 
-CUSTOM_TYPES = ("BoundingBox2D", "SegmentationResult")
+CUSTOM_TYPES = ("BoundingBox2D", "SegmentationResult", "Target", "TargetArray")
 
 _DTYPES = {
     "bool": np.bool_, "byte": np.uint8, "char": np.uint8, "uint8": np.uint8, "int8": np.int8,

@@ -6,14 +6,21 @@
 Without --model-path the built-in demo model (DEMO_MODEL_DIR) answers; without
 --image a held-out synthetic table scene and one of its commands are used. Writes
 DIR/input.png, DIR/overlay.png, DIR/answer.txt and DIR/result.json.
+
+A bad input (an unreadable or oversized image, a checkpoint with a corrupt weight file,
+a wrong dtype, a malformed config or index, an unusable command or output folder)
+prints one line, `lisa-demo: error: ...` naming the file and the problem, and exits
+with status 2; `--debug` or LISA_DEBUG=1 prints the traceback before it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +45,17 @@ def load_image(path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except UnidentifiedImageError as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise OSError(f"not a readable image file: {exc}") from exc
+
+
+def fail(what: str, error: BaseException, debug: bool) -> None:
+    """Exit with status 2 after one line on stderr naming `what` and the problem (after
+    the traceback with --debug or LISA_DEBUG=1)."""
+    if debug or os.environ.get("LISA_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(error)
+    print(f"lisa-demo: error: {what}: {' '.join(str(error).split())}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def _positive_int(text: str) -> int:
@@ -65,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=32,
                         help="answer length limit in tokens (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set LISA_DEBUG=1)")
     return parser
 
 
@@ -76,11 +93,13 @@ def main(argv=None) -> int:
         image, command = demo_scene_frame()
         source = "held-out synthetic table scene"
     else:
+        from lisa_model.processing.image import validate_rgb_image
+
         try:
             image = load_image(args.image)
+            validate_rgb_image(image)  # the size limits, before the model loads
         except (OSError, ValueError) as exc:
-            print(f"lisa-demo: error: cannot read image {str(args.image)!r}: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+            fail(f"cannot read image {str(args.image)!r}", exc, args.debug)
         source, command = str(args.image), "What can I use to cut this paper?"
     command = args.command or command
 
@@ -99,26 +118,24 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         model, tokenizer = load_lisa(model_path, device=torch.device(args.device))
-    except (OSError, ValueError) as exc:
-        print(f"lisa-demo: error: cannot load {str(model_path)!r}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except (OSError, ValueError) as exc:  # lisa_model.CheckpointError is a ValueError
+        fail(f"cannot load {str(model_path)!r}", exc, args.debug)
     load_seconds = time.perf_counter() - start
 
     predictor = LisaPredictor(model, tokenizer, max_new_tokens=args.max_new_tokens)
     predictor.set_image(image)
-    prediction = predictor.predict(command)
+    try:
+        prediction = predictor.predict(command)
+    except ValueError as exc:  # a blank command, or one longer than the model's context
+        fail(f"cannot answer {command!r}", exc, args.debug)
 
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {
         "input": out / "input.png",
         "overlay": out / "overlay.png",
         "answer": out / "answer.txt",
         "result": out / "result.json",
     }
-    save_png(paths["input"], image)
-    save_png(paths["overlay"], overlay_masks(image, prediction.masks))
-    paths["answer"].write_text(prediction.text + "\n", encoding="utf-8")
     scores = [float(s) for s in prediction.scores]
     result = {
         "command": command,
@@ -134,7 +151,14 @@ def main(argv=None) -> int:
             "predict": {k: float(v) for k, v in prediction.timings.items()},
         },
     }
-    paths["result"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_png(paths["input"], image)
+        save_png(paths["overlay"], overlay_masks(image, prediction.masks))
+        paths["answer"].write_text(prediction.text + "\n", encoding="utf-8")
+        paths["result"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:  # the output is a file, or not writable
+        fail(f"cannot write the results to {str(out)!r}", exc, args.debug)
 
     print(f"Command: {command}")
     print(f"Answer: {prediction.text!r}")

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
+import traceback
 
 from lisa_ros.bag.errors import EvalError
 from lisa_ros.bag.runner import Evaluation, evaluate
@@ -17,20 +20,17 @@ from lisa_ros.runtime.parameters import validate
 
 
 def main(argv=None) -> int:
-    """lisa-eval-bag: see `lisa-eval-bag --help`. Returns the exit code (2: bad inputs)."""
+    """lisa-eval-bag: see `lisa-eval-bag --help`. Returns the exit code: 2 for bad inputs (one
+    line on stderr; the traceback too with --debug or LISA_DEBUG=1), 128 + the signal's number
+    when SIGINT or SIGTERM stopped the run (its partial outputs are written, marked incomplete)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        params = _params(args)
-    except ValueError as error:
-        print(f"lisa-eval-bag: error: {error}", file=sys.stderr)
-        return 2
     started = time.perf_counter()
     try:
         evaluation = evaluate(
             args.bag,
             args.output,
-            params,
+            _params(args),
             image_topic=args.image_topic,
             depth_topic=args.depth_topic,
             camera_info_topic=args.camera_info_topic,
@@ -40,12 +40,32 @@ def main(argv=None) -> int:
             namespace=args.namespace,
             output_format=args.output_format,
             progress=not args.no_progress,
+            tracking_baseline=args.tracking_baseline,
         )
-    except EvalError as error:
-        print(f"lisa-eval-bag: error: {error}", file=sys.stderr)
-        return 2
+    except (EvalError, ValueError, OSError) as error:  # ValueError: a parameter; OSError: writing the outputs
+        return fail("lisa-eval-bag", error, args.debug)
+    except KeyboardInterrupt:  # before or after the run (during it, SIGINT stops it cleanly)
+        print("lisa-eval-bag: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     print(summary(evaluation, time.perf_counter() - started))
+    if evaluation.stopped_by is not None:
+        partial = f"partial outputs in {evaluation.output} (metrics.json: complete false)"
+        print(f"lisa-eval-bag: stopped by {evaluation.stopped_by.name}: {partial}", file=sys.stderr)
+        return 128 + evaluation.stopped_by
     return 0
+
+
+def fail(prog: str, error: BaseException, debug: bool = False) -> int:
+    """Report a user's mistake as one line on stderr (after its traceback with `debug` or
+    LISA_DEBUG=1); returns the exit code, 2."""
+    if debug or os.environ.get("LISA_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(error)
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    print(f"{prog}: error: {' '.join(text.split())}", file=sys.stderr)
+    return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", default="/lisa", help="output topics' namespace (default /lisa)")
     parser.add_argument("--output-format", choices=("mcap", "sqlite3"), help="default: the input bag's")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--tracking-baseline",
+        action="store_true",
+        help="also answer each live target's command again on every tracked image, to compare (slow)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set LISA_DEBUG=1)")
     return parser
 
 
@@ -97,13 +123,19 @@ def _params(args) -> dict:
 
 
 def summary(evaluation: Evaluation, seconds: float) -> str:
-    """The printed summary: counts, gIoU/cIoU, 3D box IoU, total latency, the files written."""
+    """The printed summary: counts (truncated answers and conversation resets when any), gIoU/cIoU,
+    3D box IoU, total latency, the files written."""
     metrics = evaluation.metrics
     counts = metrics["counts"]
     lines = [
         f"frames {counts['frames']}, commands {counts['commands']}, answers {counts['answers']} "
         f"(ok {counts['ok']}, no target {counts['no_target']}), errors {counts['errors']} in {seconds:.1f} s"
     ]
+    if counts["answers_truncated"] or counts["conversation_resets"]:
+        lines.append(
+            f"answers cut at the context limit {counts['answers_truncated']}, "
+            f"conversations reset to make room {counts['conversation_resets']}"
+        )
     if metrics["segmentation_2d"]:
         seg = metrics["segmentation_2d"]
         lines.append(f"gIoU {seg['giou']:.4f}  cIoU {seg['ciou']:.4f}  ({seg['count']} masks)")
@@ -119,9 +151,33 @@ def summary(evaluation: Evaluation, seconds: float) -> str:
         lines.append(
             f"latency total: median {total['median']:.3f} s, p90 {total['p90']:.3f} s, max {total['max']:.3f} s"
         )
+    lines += _tracking_lines(metrics.get("tracking"))
     output = evaluation.output
     lines.append(f"wrote {output / 'bag'}, {output / 'metrics.json'}, {output / 'report.html'}")
     return "\n".join(lines)
+
+
+def _tracking_lines(tracking: dict | None) -> list[str]:
+    """The summary's tracking lines: later images' gIoU (and the re-answer baseline's), re-asks, fused 3D."""
+    if not tracking or tracking["giou"] is None:
+        return []
+    baseline = tracking["reanswer_giou"]
+    lines = [
+        f"tracking gIoU {tracking['giou']:.4f}  cIoU {tracking['ciou']:.4f}"
+        + (f"  (answering again on each image: gIoU {baseline:.4f})" if baseline is not None else "")
+        + f"  over {tracking['frames_with_truth']} later images, found on {100 * tracking['fraction_found']:.1f} %,"
+        f" re-asks {tracking['reasks']}, commands lost {tracking['commands_lost']}"
+    ]
+    fused = tracking["fused_3d"]
+    if fused["count"]:
+        lines.append(
+            f"fused 3D box IoU {fused['mean_box_iou']:.4f} after all views (single view "
+            f"{fused['single_view_mean_box_iou']:.4f})  Acc@0.25 {fused['acc_at_0.25']:.3f}"
+        )
+    latency = tracking["latency_s"]
+    if latency["count"]:
+        lines.append(f"tracking per image: median {latency['median']:.3f} s, p90 {latency['p90']:.3f} s")
+    return lines
 
 
 if __name__ == "__main__":

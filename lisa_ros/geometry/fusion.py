@@ -118,8 +118,12 @@ class RegionFusion:
 
     def points(self) -> np.ndarray:
         """float32 [M, 3]: one point (the mean) per kept voxel, in the world frame."""
+        return self.points_and_hits()[0]
+
+    def points_and_hits(self) -> tuple[np.ndarray, np.ndarray]:
+        """`points()` and, per point, the number of views that hit its voxel (int [M])."""
         keep = (self._hits > 0) & (self._hits >= self.min_ratio * self._seen)
-        return self._means()[keep].astype(np.float32)
+        return self._means()[keep].astype(np.float32), self._hits[keep].astype(np.int64)
 
     def region(self, **extract_kwargs) -> TargetRegion | None:
         """`extract_region(self.points(), **extract_kwargs)`; None before any point."""

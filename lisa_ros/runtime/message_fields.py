@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import codec
+from .tracking import TrackedTarget, TrackingUpdate
 from .types import NS_PER_S, Frame, Result, Status
 
 # visualization_msgs/Marker and sensor_msgs/PointField constants used here.
@@ -33,6 +34,7 @@ OUTPUT_TYPES = {
     "overlay": "sensor_msgs/msg/Image",
     "target_cloud": "sensor_msgs/msg/PointCloud2",
     "markers": "visualization_msgs/msg/MarkerArray",
+    "targets": "lisa_ros/msg/TargetArray",
 }
 
 
@@ -160,6 +162,9 @@ def result_fields(result: Result) -> dict:
         "answer": result.answer,
         "status": int(result.status),
         "error_message": result.error,
+        "truncated": bool(result.truncated),
+        "conversation_reset": bool(result.conversation_reset),
+        "notice": result.notice,
         "masks": [_image(codec.mask_to_mono8_fields(mask), header) for mask in result.masks],
         "scores": [float(v) for v in np.asarray(result.scores, np.float32)],
         "boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), (int(v) for v in b))) for b in result.boxes],
@@ -287,6 +292,83 @@ def markers_fields(result: Result, namespace: str = "lisa") -> dict:
     return {"markers": markers}
 
 
+def _region_fields(region) -> dict:
+    """Target's 3D fields of a TargetRegion (NaN centroid and box position, zeros, when None)."""
+    if region is None:
+        nan = (float("nan"),) * 3
+        return {"centroid": _point(nan), "box_pose": _pose(nan), "box_size": _point((0.0,) * 3), "point_count": 0}
+    return {
+        "centroid": _point(region.centroid),
+        "box_pose": _box_pose(region),
+        "box_size": _point(region.obb_size),
+        "point_count": int(region.point_count),
+    }
+
+
+def targets_fields(stamp: int, frame_id: str, targets: list[TrackedTarget]) -> dict:
+    """lisa_ros/TargetArray of live targets (lisa_ros.runtime.tracking.TrackedTarget) on one image."""
+    return {
+        "header": header_fields(stamp, frame_id),
+        "targets": [
+            {
+                "id": int(target.target_id),
+                "command_id": int(target.command_id),
+                "command": target.command,
+                "answer": target.answer,
+                "status": int(target.status),
+                "status_message": target.status_message,
+                "score": float(target.score),
+                "box": dict(zip(("x_min", "y_min", "x_max", "y_max"), (int(v) for v in target.box))),
+                **_region_fields(target.region),
+                "region_frame": target.region_frame,
+                "views_fused": int(target.views_fused),
+                "age_seconds": float(target.age),
+                "reasks": int(target.reasks),
+            }
+            for target in targets
+        ],
+    }
+
+
+def tracked_frame_result(update: TrackingUpdate) -> Result:
+    """A tracked image as a Result (the found targets' masks and fused regions), for the
+    outputs a result has too: mask, overlay, target_cloud and markers."""
+    found = [target for target in update.targets if target.mask is not None]
+    shape = update.image.shape[:2] if update.image is not None else (0, 0)
+    masks = np.stack([target.mask for target in found]) if found else np.zeros((0, *shape), bool)
+    regions = [target.region for target in found]
+    frames = {target.region_frame for target in found if target.region is not None}
+    return Result(
+        command_id=0,
+        command="; ".join(target.command for target in found),
+        stamp=update.stamp,
+        frame_stamp=update.stamp,
+        frame_id=update.frame_id,
+        status=Status.OK if found else Status.NO_TARGET,
+        masks=masks,
+        image=update.image,
+        regions=regions if any(region is not None for region in regions) else [],
+        region_frame=frames.pop() if len(frames) == 1 else "",
+    )
+
+
+def tracking_outputs(update: TrackingUpdate, publish_overlay: bool = True) -> list[tuple[str, dict]]:
+    """Every message the node publishes for a tracked image, in publishing order: the
+    targets, then (for an image) its mask, overlay and 3D outputs as for a result."""
+    outputs = [("targets", targets_fields(update.stamp, update.frame_id, update.targets))]
+    if update.image is None:
+        return outputs
+    result = tracked_frame_result(update)
+    outputs.append(("mask", union_mask_fields(result)))
+    if publish_overlay:
+        outputs.append(("overlay", overlay_fields(result)))
+    outputs.append(("target_cloud", target_cloud_fields(result)))
+    outputs.append(("markers", markers_fields(result)))
+    if result.targets:
+        outputs.append(("targets", targets_fields(result.frame_stamp, result.frame_id, result.targets)))
+    return outputs
+
+
 def result_outputs(result: Result, publish_overlay: bool = True) -> list[tuple[str, dict]]:
     """Every message the node publishes for a result, in publishing order: (output name, fields).
 
@@ -307,4 +389,6 @@ def result_outputs(result: Result, publish_overlay: bool = True) -> list[tuple[s
             outputs.append(("overlay", overlay))
     outputs.append(("target_cloud", target_cloud_fields(result)))
     outputs.append(("markers", markers_fields(result)))
+    if result.targets:
+        outputs.append(("targets", targets_fields(result.frame_stamp, result.frame_id, result.targets)))
     return outputs

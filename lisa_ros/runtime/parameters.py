@@ -65,6 +65,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "max_image_age", 1.0, "seconds an image may be older than a command; 0: any age", min=0.0, max=3600.0
     ),
     ParameterSpec("max_command_length", 1000, "longest command accepted, in characters", min=1, max=100000),
+    ParameterSpec(
+        "max_image_pixels",
+        50_000_000,
+        "largest image accepted (height x width); a larger one gets an error result",
+        min=1,
+        max=50_000_000,
+    ),
+    ParameterSpec(
+        "max_image_aspect_ratio",
+        20.0,
+        "most elongated image accepted (longer side / shorter side); a 1x30000 strip would cost gigabytes",
+        min=1.0,
+        max=20.0,
+    ),
     ParameterSpec("keep_conversation", True, "answer follow-up commands in the context of earlier ones until a reset"),
     ParameterSpec("publish_overlay", True, "publish overlay, the image with the masks drawn on it (rgb8)"),
     ParameterSpec(
@@ -95,6 +109,54 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "take camera poses from the camera_pose topic (geometry_msgs/PoseStamped) instead of tf2",
     ),
     ParameterSpec("voxel_size", 0.01, "metres; voxel grid the 3D region is down-sampled on", min=0.001, max=1.0),
+    ParameterSpec("tracking", True, "keep each answered target's mask and 3D region alive on every new image"),
+    ParameterSpec(
+        "tracking_max_rate", 15.0, "most tracked images per second; newer images are skipped", min=0.1, max=1000.0
+    ),
+    ParameterSpec("tracking_keep_targets", False, "a new command adds its targets instead of replacing the live ones"),
+    ParameterSpec("tracking_max_targets", 8, "most live targets; the oldest are dropped first", min=1, max=64),
+    ParameterSpec(
+        "tracking_min_score",
+        0.0,
+        "a tracked mask with a lower predicted IoU is not the target; 0: no check (the demo model's IoU head "
+        "is untrained; 0.5 suits the released LISA weights)",
+        min=0.0,
+        max=1.0,
+    ),
+    ParameterSpec("tracking_min_area", 30, "pixels; a smaller tracked mask is not the target", min=0, max=10**8),
+    ParameterSpec(
+        "tracking_max_area_change",
+        3.0,
+        "a tracked mask whose area differs more than this factor from the recent median is not the target",
+        min=1.0,
+        max=1000.0,
+    ),
+    ParameterSpec(
+        "tracking_max_shift",
+        0.25,
+        "without 3D: a tracked mask whose box centre jumps more than this fraction of the image diagonal "
+        "is not the target",
+        min=0.0,
+        max=2.0,
+    ),
+    ParameterSpec(
+        "tracking_max_region_distance",
+        0.1,
+        "metres; a tracked mask whose 3D points' median is farther from the fused target's is lost "
+        "(moved, or another object): a re-ask decides",
+        min=0.0,
+        max=100.0,
+    ),
+    ParameterSpec(
+        "tracking_reask_interval", 0.5, "seconds between re-asks of the command of a lost target", min=0.0, max=3600.0
+    ),
+    ParameterSpec("tracking_max_reasks", 5, "failed re-asks in a row before a target is dropped", min=1, max=1000),
+    ParameterSpec(
+        "tracking_expiry", 10.0, "seconds without finding a target before it is dropped", min=0.1, max=86400.0
+    ),
+    ParameterSpec(
+        "tracking_max_views", 20, "views fused into one 3D target; older ones are forgotten", min=1, max=1000
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -111,6 +173,16 @@ def spec(name: str) -> ParameterSpec:
 def defaults() -> dict:
     """{name: default} for every parameter, in declaration order."""
     return {spec.name: spec.default for spec in PARAMETERS}
+
+
+def tracking_settings(values: dict):
+    """The lisa_ros.runtime.tracking.TrackingSettings of parameter values ({name: value}, validated)."""
+    from .tracking import TrackingSettings
+
+    return TrackingSettings(
+        enabled=values["tracking"],
+        **{name.removeprefix("tracking_"): values[name] for name in defaults() if name.startswith("tracking_")},
+    )
 
 
 def validate(name: str, value):

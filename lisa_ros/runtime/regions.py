@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,7 +20,22 @@ import numpy as np
 from lisa_ros import geometry
 
 from .stamps import StampCache, Stamped, skew_error
-from .types import NO_MASK, Frame
+from .types import Frame
+
+
+@dataclass
+class View:
+    """What one frame gives the 3D stage: depth in metres, its intrinsics, the camera pose.
+
+    pose is the camera-to-`region_frame` transform, or None when regions stay in the
+    camera frame (then views of a moving camera cannot be fused).
+    """
+
+    depth: np.ndarray
+    intrinsics: geometry.CameraIntrinsics
+    pose: np.ndarray | None
+    region_frame: str
+
 
 # Node parameters that are RegionLifter attributes of the same name.
 GEOMETRY_PARAMETERS = ("min_depth", "max_depth", "mask_erosion", "max_depth_skew", "voxel_size", "target_frame")
@@ -113,42 +129,51 @@ class RegionLifter:
             raise LookupError(message)
         return item.value, item.frame_id
 
-    def regions(self, frame: Frame, rgb: np.ndarray, masks: np.ndarray) -> tuple[list, str, str]:
-        """The 3D region of each mask; never raises.
+    def inputs_awaited(self, frame: Frame) -> bool:
+        """True when `frame` relies on the cached depth, camera_info (and camera poses) and one
+        of them for its stamp has not arrived yet, but may (StampCache.awaited)."""
+        if frame.depth is not None:
+            return False
+        caches = [self._depths, self._camera_infos] + ([self._poses] if self.pose_lookup == self.cached_pose else [])
+        return any(cache.awaited(frame.stamp, self.max_depth_skew) for cache in caches)
+
+    def view(self, frame: Frame, rgb: np.ndarray) -> tuple[View | None, str]:
+        """The depth, intrinsics and pose matched to `frame`; never raises.
 
         Returns:
-            (regions, region_frame, region_status): one TargetRegion or None per mask (an
-            empty list when no region was computed), the frame of their coordinates, and
-            why regions are missing ("" when every mask has one).
+            (view, note): the View (None when there is none) and a note saying why there is
+            none, or what is wrong with it (e.g. regions stay in the camera frame).
         """
-        if masks.shape[0] == 0:
-            return [], "", NO_MASK
         try:
-            inputs, status = self._inputs(frame, rgb)
-            if inputs is None:
-                return [], "", f"no 3D region: {status}"
-            depth, intrinsics, pose, region_frame = inputs
-            regions, reasons = [], [status] if status else []
-            for index, mask in enumerate(masks):
-                points = geometry.backproject_mask(
-                    mask, depth, intrinsics, self.min_depth, self.max_depth, self.mask_erosion
-                )
-                region = None
-                if len(points) == 0:
-                    reasons.append(f"mask {index}: no valid depth under the mask")
-                else:
-                    if pose is not None:
-                        points = geometry.transform_points(points, pose)
-                    region = geometry.extract_region(points, voxel_size=self.voxel_size)
-                    if region is None:
-                        reasons.append(f"mask {index}: no consistent cluster in its {len(points)} depth points")
-                regions.append(region)
-            if all(region is None for region in regions):
-                regions = []
-            return regions, region_frame, "; ".join(reasons)
+            inputs, note = self._inputs(frame, rgb)
         except Exception as error:  # a geometry failure must not lose the 2D answer
+            self.logger.error(f"3D inputs failed: {traceback.format_exc()}")
+            return None, f"failed: {type(error).__name__}: {error}"
+        if inputs is None:
+            return None, note
+        return View(*inputs), note
+
+    def lift(self, mask: np.ndarray, view: View) -> tuple[np.ndarray, object, str]:
+        """One mask's points (in view.region_frame) and 3D region; never raises.
+
+        Returns:
+            (points float [N,3], TargetRegion | None, why there is no region: "" when there is one).
+        """
+        try:
+            points = geometry.backproject_mask(
+                mask, view.depth, view.intrinsics, self.min_depth, self.max_depth, self.mask_erosion
+            )
+            if len(points) == 0:
+                return points, None, "no valid depth under the mask"
+            if view.pose is not None:
+                points = geometry.transform_points(points, view.pose)
+            region = geometry.extract_region(points, voxel_size=self.voxel_size)
+            if region is None:
+                return points, None, f"no consistent cluster in its {len(points)} depth points"
+            return points, region, ""
+        except Exception as error:
             self.logger.error(f"3D region failed: {traceback.format_exc()}")
-            return [], "", f"no 3D region: failed: {type(error).__name__}: {error}"
+            return np.zeros((0, 3)), None, f"failed: {type(error).__name__}: {error}"
 
     def _inputs(self, frame: Frame, rgb: np.ndarray):
         """((depth, intrinsics, pose | None, region frame), note) for `frame`, or (None, reason)."""

@@ -65,6 +65,18 @@ class StampCache:
         return best
 
 
+    def awaited(self, stamp: int, max_skew: float) -> bool:
+        """True when items come in but none is within `max_skew` seconds of `stamp` and none
+        is newer: the one for `stamp` may still be on its way (e.g. a depth image whose
+        subscription callback runs just after the colour image's)."""
+        with self._lock:
+            items = list(self._items)
+        if not items or max_skew <= 0:
+            return False
+        near = any(abs(item.stamp - stamp) <= max_skew * NS_PER_S for item in items)
+        return not near and max(item.stamp for item in items) < stamp
+
+
 def skew_error(what: str, item: Stamped, stamp: int, max_skew: float) -> str:
     """Why `item` is too far from `stamp` (seconds apart > max_skew > 0), or ""."""
     skew = abs(item.stamp - int(stamp)) / NS_PER_S

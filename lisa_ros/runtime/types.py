@@ -110,7 +110,7 @@ class Result:
     boxes (ndarray int32 [N,4]): x_min, y_min, x_max, y_max of each mask, inclusive
         pixel bounds; -1 for an empty mask.
     timings (dict[str, float]): seconds per stage (queue_wait, clip, sam_encoder,
-        tokenize, prefill, decode, mask_decoder, postprocess, total).
+        tokenize, prefill, decode, mask_decoder, postprocess, regions, total).
     image (ndarray uint8 [H,W,3] | None): the image answered (not a copy), for overlays.
     canceled (bool): the command was canceled before it was answered (status ERROR).
     regions (list[lisa_ros.geometry.TargetRegion | None]): one per mask when any region
@@ -118,6 +118,11 @@ class Result:
     region_frame (str): the frame of the regions' coordinates (target_frame, or the
         depth camera's optical frame).
     region_status (str): why regions are missing ("" when every mask has one).
+    truncated (bool): the answer was cut short because the model's context is full.
+    conversation_reset (bool): the earlier turns were dropped so that the command fits the context.
+    notice (str): what the two flags above mean for this answer, in words ("" when neither is set).
+    targets (list[lisa_ros.runtime.tracking.TrackedTarget]): the live targets this answer
+        started (one per mask, with tracking on) and the ones it ended.
     """
 
     command_id: int
@@ -137,6 +142,10 @@ class Result:
     regions: list = field(default_factory=list)
     region_frame: str = ""
     region_status: str = REGION_UNAVAILABLE
+    truncated: bool = False
+    conversation_reset: bool = False
+    notice: str = ""
+    targets: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -1,4 +1,5 @@
-"""The command worker: answers commands one at a time on its own thread, in submission order.
+"""The command worker: answers commands one at a time on its own thread, in submission order,
+and tracks the live targets on new frames in between.
 
 A single-thread `concurrent.futures.ThreadPoolExecutor` gives the order, the thread and
 the cancellation of queued commands; this module adds what a robot needs on top: a bound
@@ -16,6 +17,7 @@ import time
 import traceback
 from typing import Callable
 
+from .tracking import TrackingUpdate
 from .types import Result, Stage, error_result, quote_command
 
 STOPPED = "the node stopped before answering"
@@ -86,12 +88,25 @@ class CommandWorker:
     At most `queue_size` commands wait; a command submitted to a full queue is answered
     at once with an ERROR result. Results go to the job's `on_result` callback (on the
     worker thread, or the submitting thread for immediate errors).
+
+    Between commands the thread tracks the live targets (Pipeline.track): `frame_arrived`
+    queues one tracking step for the newest frame unless one is queued already or a
+    command waits, so a command waits behind at most one tracking step and frames are
+    never queued. Tracking updates go to `on_track`.
     """
 
-    def __init__(self, pipeline, queue_size: int = 64, logger=None):
+    def __init__(
+        self,
+        pipeline,
+        queue_size: int = 64,
+        logger=None,
+        on_track: Callable[[TrackingUpdate], None] | None = None,
+    ):
         self.pipeline = pipeline
         self.queue_size = int(queue_size)
         self.logger = logger or logging.getLogger(__name__)
+        self.on_track = on_track
+        self._track_queued = False
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lisa-command-worker")
         self._lock = threading.Lock()
         self._waiting = 0
@@ -132,6 +147,34 @@ class CommandWorker:
         if on_progress is not None:
             self._progress(job, Stage.QUEUED, "")
         return job
+
+    def frame_arrived(self) -> None:
+        """A new camera frame reached the pipeline: track the live targets on it when the thread is free."""
+        with self._lock:
+            if self._stopping or self._track_queued or self._waiting or not self.pipeline.tracking_due:
+                return
+            self._track_queued = True
+            future = self._executor.submit(self._track)
+            self._unfinished.add(future)
+        future.add_done_callback(self._forget)
+
+    def _track(self) -> None:
+        with self._lock:
+            self._track_queued = False
+            if self._waiting:  # a command came in meanwhile: it goes first
+                return
+        try:
+            update = self.pipeline.track()
+            if update is not None and self.on_track is not None:
+                self.on_track(update)
+        except Exception:  # Pipeline.track does not raise; a callback might: keep the thread alive
+            self.logger.error(f"tracking failed: {traceback.format_exc()}")
+
+    def _forget(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
+            if future.cancelled():
+                self._track_queued = False
 
     def pending(self) -> int:
         """Commands waiting (not counting the one being answered)."""

@@ -25,12 +25,18 @@ hits nothing), pixel centres at integer coordinates.
 Main API: `make_scene(seed, split, index)` -> `DemoScene`; `DemoScene.render(view)`
 -> `RenderedView` (rgb, depth, labels, pose); `DemoScene.commands(phrasing)` -> `Command`s;
 `Command.mask(view)`; `SceneObject.box` (world-frame axis-aligned centre and size).
+
+For long sequences (the demo bag) two options change a scene over time, both off by
+default: the camera can turn away from the table for a few frames (`make_scene(pans=...)`,
+`look_away_pans`), and an object can be moved to another place on the table from a given
+view on (`DemoScene.moved` -> `ObjectMove`; `DemoScene.objects_at(view)` are the objects as
+that view sees them).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -46,7 +52,9 @@ __all__ = [
     "TABLE_HEIGHT",
     "Command",
     "DemoScene",
+    "ObjectMove",
     "RenderedView",
+    "look_away_pans",
     "make_scene",
     "trajectory",
     "vocabulary_corpus",
@@ -101,9 +109,23 @@ class Command:
         return view.labels == self.target
 
 
+@dataclass(frozen=True)
+class ObjectMove:
+    """Object `index` stands at `position` (footprint centre, world) from view `frame` on
+    (an object handed over / put somewhere else while the camera looks on)."""
+
+    frame: int
+    index: int
+    position: tuple
+
+
 @dataclass
 class DemoScene:
-    """A table with objects, a camera trajectory along an arc in front of it, and an intrinsics."""
+    """A table with objects, a camera trajectory along an arc in front of it, and an intrinsics.
+
+    `objects` are the objects as placed at the first view; `moves` (empty by default)
+    displace some of them from a given view on (`objects_at`).
+    """
 
     scene_id: str
     objects: list[SceneObject]
@@ -112,6 +134,7 @@ class DemoScene:
     intrinsics: CameraIntrinsics = DEMO_INTRINSICS
     seed: int = 0
     table_tint: float = 1.0
+    moves: tuple = ()  # ObjectMove, ordered by frame
     _static: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
@@ -135,9 +158,47 @@ class DemoScene:
     def table_top(self) -> float:
         return TABLE_HEIGHT
 
-    def cast(self, origins: np.ndarray, directions: np.ndarray):
+    def objects_at(self, view: int) -> list[SceneObject]:
+        """The objects as view index `view` sees them: `objects` with the moves of views <= `view` applied."""
+        objects = list(self.objects)
+        for move in self.moves:
+            if move.frame <= view:
+                old = objects[move.index]
+                objects[move.index] = SceneObject(old.index, old.category, tuple(move.position), old.yaw, old.scale)
+        return objects
+
+    def fits(self, index: int, position, view: int = 0) -> bool:
+        """Whether object `index` fits at `position` (footprint centre) on the table, clear of the
+        other objects as view `view` sees them (the rule `make_scene` places objects by)."""
+        objects = self.objects_at(view)
+        obj = objects[index]
+        radius = CATEGORIES[obj.category].footprint_radius * obj.scale
+        x, y = float(position[0]) - self.origin[0], float(position[1]) - self.origin[1]
+        if abs(x) > PLACEMENT_HALF[0] - radius or abs(y) > PLACEMENT_HALF[1] - radius:
+            return False
+        for other in objects:
+            if other.index == index:
+                continue
+            other_radius = CATEGORIES[other.category].footprint_radius * other.scale
+            gap = math.hypot(float(position[0]) - other.position[0], float(position[1]) - other.position[1])
+            if gap <= radius + other_radius + 0.015:
+                return False
+        return True
+
+    def moved(self, index: int, offset, frame: int) -> DemoScene:
+        """This scene with object `index` displaced by `offset` (dx, dy metres on the table) from
+        view `frame` on. Raises ValueError when it would not fit there (`fits`)."""
+        old = self.objects_at(frame)[index]
+        position = (old.position[0] + float(offset[0]), old.position[1] + float(offset[1]), old.position[2])
+        if not self.fits(index, position, frame):
+            raise ValueError(f"object {index} does not fit at {position[:2]} from view {frame}")
+        moves = tuple(sorted((*self.moves, ObjectMove(int(frame), int(index), position)), key=lambda m: m.frame))
+        return replace(self, moves=moves)
+
+    def cast(self, origins: np.ndarray, directions: np.ndarray, objects: list[SceneObject] | None = None):
         """First hit of each ray o + t d: (t [N], label [N] object index or -1, rgb float [N, 3],
-        normal [N, 3], surface [N]: SKY, FLOOR, WALL, FURNITURE or OBJECT)."""
+        normal [N, 3], surface [N]: SKY, FLOOR, WALL, FURNITURE or OBJECT). `objects`: those to
+        cast against (default `self.objects`, as placed at the first view)."""
         count = len(origins)
         with np.errstate(divide="ignore", invalid="ignore"):
             t_floor = -origins[:, 2] / directions[:, 2]
@@ -162,7 +223,7 @@ class DemoScene:
         # The table, then the objects: per primitive its label, surface and colours.
         primitives = list(self._static)
         labels, surfaces = [-1] * len(primitives), [FURNITURE] * len(primitives)
-        for obj in self.objects:
+        for obj in self.objects if objects is None else objects:
             primitives.extend(obj.primitives)
             labels.extend([obj.index] * len(obj.primitives))
             surfaces.extend([OBJECT] * len(obj.primitives))
@@ -183,10 +244,14 @@ class DemoScene:
         return best, label, color, normal, surface
 
     def render(self, view: int | np.ndarray) -> RenderedView:
-        """The view from pose `view` (an index into `poses`, or a 4x4 camera-to-world)."""
-        pose = self.poses[view] if isinstance(view, (int, np.integer)) else np.asarray(view, dtype=np.float64)
+        """The view from pose `view` (an index into `poses`, with the objects as that view sees
+        them, or a 4x4 camera-to-world, with the objects as placed at the first view)."""
+        if isinstance(view, (int, np.integer)):
+            pose, objects = self.poses[view], (self.objects_at(int(view)) if self.moves else None)
+        else:
+            pose, objects = np.asarray(view, dtype=np.float64), None
         origins, directions = pixel_rays(self.intrinsics, pose)
-        t, label, color, normal, surface = self.cast(origins, directions)
+        t, label, color, normal, surface = self.cast(origins, directions, objects)
         # Lambertian shading with a fixed light; normals face the camera.
         facing = np.sign(-np.einsum("ij,ij->i", normal, directions))[:, None]
         facing[facing == 0] = 1
@@ -236,18 +301,44 @@ def _stable_hash(text: str) -> int:
     return value
 
 
-def trajectory(origin, frames: int, rng: np.random.Generator | None = None, arc_deg: float = 60.0) -> list[np.ndarray]:
-    """Camera poses along an arc in front of (on the -y side of) the table, looking at its centre."""
+def look_away_pans(frames: int, start: int, away: int = 3, angle: float = 100.0, ramp: float = 45.0) -> list[float]:
+    """Per-view pan angles (degrees, for `trajectory`/`make_scene`'s `pans`) of a camera that turns
+    away from the table: `ramp` at view `start`, `angle` for the `away` views after it (the
+    table is then out of view), `ramp` again on the way back, 0 elsewhere."""
+    pans = [0.0] * int(frames)
+    for offset, value in enumerate([ramp] + [angle] * int(away) + [ramp]):
+        if 0 <= start + offset < frames:
+            pans[start + offset] = float(value)
+    return pans
+
+
+def trajectory(
+    origin, frames: int, rng: np.random.Generator | None = None, arc_deg: float = 60.0, pans=None
+) -> list[np.ndarray]:
+    """Camera poses along an arc in front of (on the -y side of) the table, looking at its centre.
+
+    pans: optional per-view angles (degrees) by which the camera turns about the vertical
+    (counter-clockwise seen from above) away from looking at the table, e.g. `look_away_pans`.
+    """
     origin = np.asarray(origin, dtype=np.float64)
+    if pans is not None and len(pans) != frames:
+        raise ValueError(f"pans must have one angle per view ({frames}), got {len(pans)}")
     jitter = (lambda s: float(rng.uniform(-s, s))) if rng is not None else (lambda s: 0.0)
     radius, height = 0.52 + jitter(0.04), TABLE_HEIGHT + 0.45 + jitter(0.04)
     target = origin + np.array([jitter(0.03), 0.05 + jitter(0.03), TABLE_HEIGHT])
     start = -90.0 - arc_deg / 2 + jitter(5.0)
     azimuths = np.radians(start + np.linspace(0.0, arc_deg, frames) if frames > 1 else np.array([start + arc_deg / 2]))
     poses = []
-    for az in azimuths:
+    for i, az in enumerate(azimuths):
         eye = origin + np.array([radius * math.cos(az), radius * math.sin(az), height])
-        poses.append(look_at(eye, target))
+        pan = 0.0 if pans is None else math.radians(float(pans[i]))
+        if pan == 0.0:
+            poses.append(look_at(eye, target))
+            continue
+        forward = target - eye
+        c, s = math.cos(pan), math.sin(pan)
+        turned = np.array([c * forward[0] - s * forward[1], s * forward[0] + c * forward[1], forward[2]])
+        poses.append(look_at(eye, eye + turned))
     return poses
 
 
@@ -260,6 +351,8 @@ def make_scene(
     origin=(0.0, 0.0),
     categories: list[str] | None = None,
     intrinsics: CameraIntrinsics = DEMO_INTRINSICS,
+    arc_deg: float = 60.0,
+    pans=None,
 ) -> DemoScene:
     """The scene `index` of `split` for `seed` (deterministic).
 
@@ -268,7 +361,9 @@ def make_scene(
     `origin` moves the table (x, y) in the world (e.g. several tables in one bag).
     `categories` forces the object categories (in order), e.g. for tests. `intrinsics`
     changes the camera (e.g. a smaller image or a narrower field of view) without
-    changing the scene.
+    changing the scene. `arc_deg` (the camera arc's width) and `pans` (per-view angles by
+    which the camera turns away from the table, `look_away_pans`) change the camera path
+    only; the objects and the random stream stay those of the defaults.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -303,7 +398,7 @@ def make_scene(
                 )
                 for i, (name, (x, y, _, scale)) in enumerate(zip(chosen, placed))
             ]
-            poses = trajectory(origin3, frames, rng)
+            poses = trajectory(origin3, frames, rng, arc_deg, pans)
             tint = float(rng.uniform(0.85, 1.15))
             return DemoScene(f"{split}_{seed}_{index:05d}", objects, origin3, poses, intrinsics, int(seed), tint)
     raise RuntimeError(f"could not place objects for scene {split}/{seed}/{index}")

@@ -157,9 +157,22 @@ def test_round_trip(tmp_path, store, params, storage):
     # The 3D outputs: the red square's region on the box face, in the camera frame.
     assert len(red.centroids) == 1 and red.region_frame == "camera" and red.region_status == ""
     assert abs(red.centroids[0].z - FACE) < 0.01
-    # Every answered command also gets the node's other outputs.
-    for name in ("explanation", "mask", "overlay", "target_cloud", "markers"):
-        assert len(topics_out[f"/lisa/{name}"]) == 3, name
+    # Every answered command also gets the node's other outputs, and so does every image its
+    # live target is tracked on (the red square at 0.5 s, the blue one at 1.0 s; the table's
+    # answer has no target and ends the blue one).
+    assert len(topics_out["/lisa/explanation"]) == 3
+    times = [ns(t) for t in (0.25, 0.5 + 1e-6, 0.75, 1.0 + 1e-6, 1.25)]
+    for name in ("mask", "overlay", "target_cloud", "markers"):
+        assert [t for t, _, _ in topics_out[f"/lisa/{name}"]] == times, name
+    targets = decoded(topics_out, "/lisa/targets", store)
+    targets = [(t, [(x.id, x.status, x.command) for x in m.targets]) for t, m in targets]
+    assert targets == [
+        (ns(0.25), [(1, 0, "segment the red square")]),
+        (ns(0.5 + 1e-6), [(1, 0, "segment the red square")]),
+        (ns(0.75), [(1, 3, "segment the red square"), (2, 0, "segment the blue square")]),
+        (ns(1.0 + 1e-6), [(2, 0, "segment the blue square")]),
+        (ns(1.25), [(2, 3, "segment the blue square")]),
+    ]
     assert [m.data for _, m in decoded(topics_out, "/lisa/explanation", store)] == [r.answer for _, r in results]
     cloud = decoded(topics_out, "/lisa/target_cloud", store)[0][1]
     assert cloud.width == red.point_counts[0] or cloud.width > 0
@@ -168,7 +181,9 @@ def test_round_trip(tmp_path, store, params, storage):
     counts = evaluation.metrics["counts"]
     assert (counts["frames"], counts["commands"], counts["answers"], counts["errors"]) == (4, 3, 3, 0)
     assert (counts["ok"], counts["no_target"]) == (2, 1)
+    assert (counts["answers_truncated"], counts["conversation_resets"]) == (0, 0)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["complete"] is True and metrics["stopped_by"] is None and evaluation.stopped_by is None
     assert metrics["segmentation_2d"] is None and metrics["regions_3d"] is None  # no ground truth
     for stage in ("total", "prefill", "mask_decoder", "regions"):
         stats = metrics["latency_s"][stage]
@@ -360,6 +375,74 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path, store, capsys):
     assert code == 2 and "exists and is not empty" in err
 
 
+def test_unusable_output_is_one_line_before_the_model_loads(tmp_path, store, capsys, monkeypatch):
+    """An output that is a file or cannot be created: one line naming it, status 2, nothing loaded
+    (the missing model is never reached); --debug or LISA_DEBUG=1 adds the traceback."""
+    bag = write_bag(tmp_path / "in", store, "mcap")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    no_model = ("--model-path", tmp_path / "no_model")
+    for output, fragment in (
+        (afile, f"output {afile} is a file, not a folder"),
+        (afile / "out", f"cannot write the output folder {afile / 'out'}: Not a directory"),
+    ):
+        code, err = run_main(capsys, bag, "-o", output, *no_model)
+        assert code == 2 and err == f"lisa-eval-bag: error: {fragment}\n", err
+
+    code, err = run_main(capsys, bag, "-o", afile, *no_model, "--debug")
+    assert code == 2 and "Traceback (most recent call last)" in err and "_prepare_output" in err
+    assert err.endswith(f"lisa-eval-bag: error: output {afile} is a file, not a folder\n")
+    monkeypatch.setenv("LISA_DEBUG", "1")
+    code, err = run_main(capsys, tmp_path / "missing_bag", "-o", tmp_path / "o")
+    assert code == 2 and "Traceback" in err and err.endswith(
+        f"lisa-eval-bag: error: cannot read bag {tmp_path / 'missing_bag'}: "
+        f"FileNotFoundError: File '{tmp_path / 'missing_bag'}' does not exist.\n"
+    )
+
+
+def test_demo_bag_errors_are_one_line(tmp_path, capsys):
+    """lisa-demo-bag with an output that is a file or a folder under one: one line, status 2."""
+    from lisa_ros.cli.demo_bag import main as demo_bag
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for output in (afile, afile / "out"):
+        code = demo_bag(["--output", str(output), "--scenes", "1", "--frames", "2"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("lisa-demo-bag: error: ") and err.count("\n") == 1, err
+        assert str(afile) in err and "Not a directory" in err
+
+
+def test_truncated_answers_and_conversation_resets_are_counted(tmp_path):
+    """metrics.json's counts and rows and report.html count and mark the results' flags."""
+    from lisa_ros.bag.metrics import Answer, compute_metrics
+    from lisa_ros.bag.report import write_report
+    from lisa_ros.bag.runner import Evaluation
+    from lisa_ros.cli.eval_bag import summary
+    from lisa_ros.runtime.types import Result, Status
+
+    image, masks = squares_scene(RED_AT, BLUE_AT)
+
+    def answer(command_id, **flags):
+        result = Result(command_id, "segment the red square", ns(0.5), status=Status.OK, answer="It is [SEG].",
+                        masks=masks["red"][None], image=image, timings={"total": 0.1}, **flags)  # fmt: skip
+        return Answer(result, ns(0.5))
+
+    answers = [answer(1, truncated=True), answer(2, conversation_reset=True, truncated=True), answer(3)]
+    counts = {"frames": 1, "commands": 3, "answers": 3, "errors": 0, "no_target": 0, "ok": 3}
+    metrics = compute_metrics(answers, counts, 0.005, (SIZE, SIZE))
+    assert (metrics["counts"]["answers_truncated"], metrics["counts"]["conversation_resets"]) == (2, 1)
+    assert [(row["truncated"], row["conversation_reset"]) for row in metrics["commands"]] == [
+        (True, False), (True, True), (False, False)
+    ]  # fmt: skip
+    metrics.update(stopped_by=None, input={"bag": "b", "duration_s": 1.0, "messages": 4}, output={"bag": "o"})
+    report = write_report(tmp_path, answers, metrics).read_text()
+    assert "<th>answers_truncated</th><td>2</td>" in report and "<th>conversation_resets</th><td>1</td>" in report
+    assert "OK (truncated)" in report and "OK (truncated, conversation reset)" in report
+    printed = summary(Evaluation(answers, metrics, tmp_path), 1.0)
+    assert "answers cut at the context limit 2, conversations reset to make room 1" in printed
+
+
 # --- the live node on the same bag ------------------------------------------------------------
 
 
@@ -399,7 +482,7 @@ def test_live_node_gives_the_same_results(tmp_path, store, params):
         return getattr(importlib.import_module(f"{package}.msg"), type_name)
 
     namespace = "/lisa_bag"
-    names = ("result", "explanation", "mask", "overlay", "target_cloud", "markers")
+    names = ("result", "explanation", "mask", "overlay", "target_cloud", "markers", "targets")
     node_args = [f"{name}:={value}" for name, value in same.items()] + ["reliable_inputs:=true"]
     lisa = start_node(home, namespace, *node_args)
     context = Context()
@@ -466,7 +549,7 @@ def test_live_node_gives_the_same_results(tmp_path, store, params):
         ours = [store.deserialize_cdr(raw, msgtype) for _, raw, msgtype in expected[f"/lisa/{name}"]]
         msgtype = message_fields.OUTPUT_TYPES[name]
         theirs = [store.deserialize_cdr(raw, msgtype) for raw in received[name]]
-        assert len(theirs) == len(ours) == 3, (name, len(theirs), len(ours))
+        assert len(theirs) == len(ours) == (3 if name in ("result", "explanation") else 5), (name, len(theirs))
         for a, b in zip(ours, theirs):
             if name == "result":
                 assert list(a.timing_stages) == list(b.timing_stages)

@@ -156,7 +156,7 @@ def test_loaded_model_gives_the_masks_of_the_model_in_memory(trained_tiny, tmp_p
     (directory / "config.json").write_text(json.dumps(released_config(reference, str(clip_dir))))
     tokenizer.save_pretrained(directory)
 
-    loaded, loaded_tokenizer = load_lisa(directory, precision="fp32")
+    loaded, loaded_tokenizer = load_lisa(directory, vision_tower=clip_dir, precision="fp32")
     image = scenes[0][0]
     for command in ("segment the red square", "segment both squares"):
         expected = predict(reference, tokenizer, command, image, max_new_tokens=12)
@@ -183,7 +183,7 @@ def test_missing_or_unexpected_keys_are_listed(tmp_path, change):
         shard.unlink()
     write_bin_shards(directory, tensors)
     with pytest.raises(ValueError, match=message):
-        load_lisa(directory)
+        load_lisa(directory, vision_tower=clip_dir)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,9 @@ def test_save_then_load_round_trips_bit_exactly(released, tmp_path, safe):
     assert set(index["weight_map"]) == {key for key in tensors if not key.endswith("inv_freq")}
     config = json.loads((saved / "config.json").read_text())
     assert config["architectures"] == ["LISAForCausalLM"] and config["model_type"] == "llava"
-    assert config["vision_tower"] == str(clip_dir) and config["torch_dtype"] == "bfloat16"
+    assert config["torch_dtype"] == "bfloat16"
+    # CLIP came from a folder outside: it is saved inside, since load_lisa follows only those.
+    assert config["vision_tower"] == "vision_tower" and (saved / "vision_tower" / "config.json").is_file()
     # The tokenizer in the released files' layout, readable by transformers 4.31's slow LlamaTokenizer.
     assert (saved / "tokenizer.model").read_bytes() == (directory / "tokenizer.model").read_bytes()
     assert json.loads((saved / "added_tokens.json").read_text()) == json.loads(
@@ -304,7 +306,7 @@ def test_13b_llama2_token_order_and_template(tmp_path):
         _name_or_path="./llava-llama-2-13b-chat-lightning-preview",
         num_key_value_heads=4,  # LLaMA-2 configs state it; tiny_config's value
     )
-    model, tokenizer = load_lisa(directory)
+    model, tokenizer = load_lisa(directory, vision_tower=clip_dir)
     base = len(tokenizer) - 3
     assert tokenizer.convert_tokens_to_ids(["[SEG]", "<im_start>", "<im_end>"]) == [base, base + 1, base + 2]
     assert model.config.seg_token_id == base
@@ -315,7 +317,7 @@ def test_13b_llama2_token_order_and_template(tmp_path):
             assert torch.equal(model.state_dict()[name].float(), tensor), name
     result = predict(model, tokenizer, "segment the red square", max_new_tokens=3)
     assert result.masks.shape[1:] == IMAGE.shape[:2]
-    overridden, overridden_tokenizer = load_lisa(directory, conversation_template="llava_llama_2")
+    overridden, overridden_tokenizer = load_lisa(directory, clip_dir, conversation_template="llava_llama_2")
     assert overridden.config.conversation_template == "llava_llama_2"
     prompts = []
     overridden.language_model.model.register_forward_hook(
@@ -327,7 +329,7 @@ def test_13b_llama2_token_order_and_template(tmp_path):
     ids = tokenize_prompt(overridden_tokenizer, prompt)
     assert prompts[0] == len(ids) - 1 + overridden.config.num_image_tokens  # the predictor used this prompt
     with pytest.raises(ValueError, match="unknown conversation template"):
-        load_lisa(directory, conversation_template="vicuna")
+        load_lisa(directory, clip_dir, conversation_template="vicuna")
 
 
 @pytest.mark.parametrize(
@@ -347,7 +349,7 @@ def test_llava15_variant_loads_and_runs(tmp_path):
         tmp_path, name="LISA-llava15", clip_image_size=336, projector="mlp2x_gelu", full_clip=False,
         mm_projector_type="mlp2x_gelu",
     )
-    model, tokenizer = load_lisa(directory, precision="fp32")  # CLIP from config.json's vision_tower
+    model, tokenizer = load_lisa(directory, vision_tower=clip_dir, precision="fp32")
     assert model.config.vision.image_size == 336 and model.config.num_image_tokens == 576
     assert isinstance(model.mm_projector, torch.nn.Sequential)
     pixels = torch.randn(1, 3, 336, 336)

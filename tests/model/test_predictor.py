@@ -109,7 +109,7 @@ def test_half_precisions_run(dtype):
     assert result.masks.shape[1:] == (20, 30)
     # The random model rarely says [SEG]: decode two embeddings directly in this precision.
     seg = torch.randn(2, model.config.sam_prompt_embed_dim, dtype=dtype)
-    low_res, iou = decode_masks(model.visual_model, predictor._image_embedding, seg)
+    low_res, iou = decode_masks(model.visual_model, predictor.image_embedding.embedding, seg)
     assert low_res.shape == (2, 1, 32, 32) and low_res.dtype == dtype and iou.shape == (2, 1)
 
 
@@ -146,3 +146,53 @@ def test_bad_commands_raise(tiny):
         LisaPredictor(model, tokenizer, max_new_tokens=0)
     # The predictor still answers after the errors.
     assert predictor.predict("segment the cup").masks.shape[1:] == (8, 8)
+
+
+def test_reused_seg_embeddings_decode_on_another_image_as_the_mask_decoder_does_by_hand(trained_tiny):
+    """Tracking: an answer's [SEG] embeddings prompt SAM on a later image with no LLM."""
+    from lisa_model.processing.image import postprocess_masks, preprocess_sam
+
+    model, tokenizer, scenes, _ = trained_tiny
+    predictor = LisaPredictor(model, tokenizer, max_new_tokens=12)
+    predictor.set_image(scenes[0][0])
+    answer = predictor.predict(LESSONS[0][0])
+    assert answer.seg_embeddings.shape[0] == len(answer.masks) > 0
+    later = scenes[1][0]
+    embedded = predictor.embed_image(later)
+    masks, logits, scores = predictor.decode(answer.seg_embeddings, embedded)
+    with torch.no_grad():
+        pixels, resized = preprocess_sam(later, model.config.sam_image_size)
+        image_embedding = model.encode_sam(pixels[None])
+        low_res, iou = decode_masks(model.visual_model, image_embedding, answer.seg_embeddings)
+        expected = postprocess_masks(low_res, resized, later.shape[:2], model.config.sam_image_size).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(masks, expected > 0)
+    np.testing.assert_allclose(scores, iou[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    # The image set for predict() is unchanged.
+    assert predictor.image_embedding.original_size == scenes[0][0].shape[:2]
+
+
+def test_an_answer_cut_at_the_context_limit_says_so():
+    """generate() lowers max_new_tokens to the room left in the context: the prediction says so."""
+    import copy
+    import dataclasses
+
+    from lisa_model import build_lisa_tiny
+
+    model, tokenizer = build_lisa_tiny(seed=0)
+    llm = copy.deepcopy(model.config.llm)
+    llm.eos_token_id = -1  # never ends early: every answer runs to its limit
+    model.config = dataclasses.replace(model.config, llm=llm)
+    predictor = LisaPredictor(model, tokenizer, max_new_tokens=8)
+    predictor.set_image(np.zeros((8, 8, 3), np.uint8))
+    assert not predictor.predict("segment the cup").truncated  # stopped by max_new_tokens
+    low, high = 1, model.config.llm.max_position_embeddings  # commands of `low` words fit, of `high` do not
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            predictor.predict("cup " * middle)
+            low = middle
+        except ContextOverflowError:
+            high = middle
+    longest = predictor.predict("cup " * low)  # it leaves less room than max_new_tokens
+    assert longest.truncated and len(tokenizer.encode(longest.text)) <= 8

@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from lisa_model.processing.conversation import Conversation, Turn, get_template, render_prompt
+from lisa_model.processing.conversation import Conversation, Turn, get_template, render_prompt, user_text
 from lisa_model.processing.tokenization import IGNORE_INDEX, IMAGE_TOKEN_INDEX, tokenize_conversation, tokenize_prompt
 from lisa_model.tokenizer import build_tiny_tokenizer, seg_token_id
 
@@ -28,25 +28,30 @@ def tokenizer():
 def test_llava_v1_prompt_strings():
     conversation = Conversation("llava_v1")
     assert conversation.prompt_for("Where is the cup?", True) == (
-        LLAVA_V1_SYSTEM + " USER: <im_start><image><im_end>\nWhere is the cup? ASSISTANT:"
+        LLAVA_V1_SYSTEM + f" USER: <im_start><image><im_end>\n{user_text('Where is the cup?')} ASSISTANT:"
     )
     conversation.append("Where is the cup?", "It is [SEG].", True)
     assert conversation.prompt_for("And the lid?", True) == (
         LLAVA_V1_SYSTEM
-        + " USER: <im_start><image><im_end>\nWhere is the cup? ASSISTANT: It is [SEG].</s>USER: And the lid? ASSISTANT:"
+        + f" USER: <im_start><image><im_end>\n{user_text('Where is the cup?')} ASSISTANT: It is [SEG].</s>"
+        + f"USER: {user_text('And the lid?')} ASSISTANT:"
     )
-    assert Conversation("llava_v1").prompt_for("x", False) == LLAVA_V1_SYSTEM + " USER: <image>\nx ASSISTANT:"
+    expected = LLAVA_V1_SYSTEM + f" USER: <image>\n{user_text('x')} ASSISTANT:"
+    assert Conversation("llava_v1").prompt_for("x", False) == expected
+
+
+CUP = user_text("Where is the cup?")  # commands are fenced as plain user text
 
 
 def test_llava_llama_2_prompt_strings():
     conversation = Conversation("llava_llama_2")
     assert conversation.prompt_for("Where is the cup?", True) == (
-        f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<im_start><image><im_end>\nWhere is the cup? [/INST]"
+        f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<im_start><image><im_end>\n{CUP} [/INST]"
     )
     conversation.append("Where is the cup?", "It is [SEG].", True)
     assert conversation.prompt_for("And the lid?", True) == (
-        f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<im_start><image><im_end>\nWhere is the cup? [/INST]"
-        " It is [SEG]. </s><s>[INST] And the lid? [/INST]"
+        f"[INST] <<SYS>>\n{LLAMA_2_SYSTEM}\n<</SYS>>\n\n<im_start><image><im_end>\n{CUP} [/INST]"
+        f" It is [SEG]. </s><s>[INST] {user_text('And the lid?')} [/INST]"
     )
 
 

@@ -84,6 +84,7 @@ def lisa(client, ros_home, checkpoint):
         "keep_conversation:=false",
         f"mask_erosion:={EROSION}",
         "voxel_size:=0.005",  # finer than the 1 cm pixels: the truth is exact
+        "tracking:=false",  # answers' 3D outputs only (tracked images' are in test_node_tracking.py)
     )
     try:
         wait_until(client.ready, node, STARTUP_TIMEOUT, "ready")

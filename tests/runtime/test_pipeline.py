@@ -193,6 +193,18 @@ def test_invalid_frames_are_error_results(pipeline):
     assert pipeline.answer(5, "segment the cup", T0).ok
 
 
+def test_oversized_and_elongated_images_are_refused_before_the_model_sees_them(pipeline, predictor):
+    pipeline.set_frame(np.zeros((1, 30000, 3), np.uint8), T0)
+    result = pipeline.answer(1, "segment the cup", T0)
+    assert result.status == Status.ERROR and "invalid image: image is too elongated" in result.error
+    pipeline.max_image_pixels = 48 * 64 - 1
+    pipeline.set_frame(image(), T0)
+    assert "invalid image: image is too large" in pipeline.answer(2, "segment the cup", T0).error
+    assert predictor.encoded == 0
+    pipeline.max_image_pixels = 48 * 64
+    assert pipeline.answer(3, "segment the cup", T0).ok
+
+
 def test_model_failure_is_an_error_result_and_the_next_command_works(pipeline, predictor, caplog):
     pipeline.set_frame(image(), T0)
     predictor.fail_next = RuntimeError("CUDA out of memory")
@@ -226,6 +238,8 @@ def test_a_conversation_that_outgrows_the_context_starts_over(pipeline, predicto
     result = pipeline.answer(2, "second", T0)
     assert result.ok, result.error
     assert len(pipeline.conversation.turns) == 1
+    assert result.conversation_reset and not pipeline.answer(3, "third", T0).conversation_reset
+    assert "its 1 earlier turns were dropped" in result.notice
 
 
 def test_other_value_errors_are_not_taken_for_a_context_overflow(pipeline, predictor):

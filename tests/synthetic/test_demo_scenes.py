@@ -267,7 +267,7 @@ def test_demo_bag_is_written_and_readable(tmp_path, storage, capsys):
     from rosbags.typesys import Stores, get_typestore
 
     from lisa_ros.cli.demo_bag import main
-    from lisa_ros.synthetic.demo_bag import START_NS, TOPICS, record_demo_bag
+    from lisa_ros.synthetic.demo_bag import ARC_DEG, START_NS, TOPICS, record_demo_bag
 
     out = tmp_path / "demo"
     summary = record_demo_bag(out, scenes=2, frames_per_scene=3, storage=storage, depth_encoding="32FC1")
@@ -301,7 +301,8 @@ def test_demo_bag_is_written_and_readable(tmp_path, storage, capsys):
     # Image stamps match the header, and the first image is the first frame's rendering.
     timestamp, first = images[0]
     assert first.header.stamp.sec * 10**9 + first.header.stamp.nanosec == timestamp
-    scene = make_scene(0, "test", 0, frames=3)  # the default: held out from training and model selection
+    # The default split: held out from training and model selection; the bag's wider arc.
+    scene = make_scene(0, "test", 0, frames=3, arc_deg=ARC_DEG)
     assert np.array_equal(first.data.reshape(240, 320, 3), scene.render(0).rgb)
     # Script: commands in order, times within the bag, masks on disk, boxes of real objects.
     scene_json = json.loads((out / "scene.json").read_text())
@@ -316,6 +317,9 @@ def test_demo_bag_is_written_and_readable(tmp_path, storage, capsys):
         target = objects[entry["object_id"]]
         assert {"center": target["center"], "size": target["size"]} == entry["box"]
         assert target["category"] == entry["category"]
+        # Three frames a scene: one command at the first, tracked over the two others.
+        assert [t["frame"] for t in entry["track"]] == [entry["frame"] + 1, entry["frame"] + 2]
+        assert "moved_at" not in entry
     if storage == "mcap":
         assert main(["--output", str(out), "--scenes", "1", "--frames", "2"]) == 2  # exists, no --overwrite
         capsys.readouterr()
