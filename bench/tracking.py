@@ -6,7 +6,7 @@
 
 For each scene and held-out command: the command is answered on the first view, then on
 every later view (a camera arc) two paths find the target:
-  tracking   Pipeline.track: the view's SAM embedding, the mask decoder with the answer's
+  tracking   Tracker.track: the view's SAM embedding, the mask decoder with the answer's
              [SEG] embedding, loss checks and 3D fusion (lisa_ros.runtime.tracking);
   re-answer  the whole model answers the command again on the view (CLIP, SAM, the LLM, the
              mask decoder), as a robot without tracking would.
@@ -96,7 +96,7 @@ def run(args) -> dict:
         for view in views[1:]:
             show(view)
             start = time.perf_counter()
-            update = pipeline.track()
+            update = pipeline.tracker.track()
             rows["track_s"].append(time.perf_counter() - start)
             target = update.targets[0]
             rows["lost"] += target.status == TargetStatus.LOST
@@ -174,7 +174,7 @@ def run_camera(args) -> dict:
         "seconds": args.seconds,
         "images_offered": offered,
         "images_tracked": len(tracked),
-        "images_skipped": pipeline.frames_skipped,
+        "images_skipped": pipeline.tracker.frames_skipped,
         "tracking_hz": len(tracked) / args.seconds,
         "track_ms_median": 1000 * statistics.median(u.timings["total"] for u in tracked) if tracked else None,
     }

@@ -382,7 +382,7 @@ class LisaNode(LifecycleNode):
         if self._pipeline is None:
             response.success, response.message = False, "the node is not configured"
             return response
-        update = self._pipeline.clear_targets(self._now())
+        update = self._pipeline.tracker.clear(self._now())
         if update is None:
             response.success, response.message = True, "no live target"
         else:
@@ -460,7 +460,7 @@ class LisaNode(LifecycleNode):
             elif parameter.name in TRACKING:
                 values = {name: self._param(name) for name in TRACKING}
                 values[parameter.name] = value
-                pipeline.tracking = tracking_settings(values)
+                pipeline.tracker.settings = tracking_settings(values)
             else:
                 setattr(pipeline, parameter.name, value)
         return SetParametersResult(successful=True)
@@ -537,10 +537,10 @@ class LisaNode(LifecycleNode):
             "image_age_seconds": image_age,
             "tracking_rate_hz": f"{self._tracking_rate():.2f}",
             "tracking_last_seconds": f"{self._tracking['last_total_s']:.3f}",
-            "live_targets": ", ".join(str(t.target_id) for t in pipeline.targets) or "none",
+            "live_targets": ", ".join(str(t.target_id) for t in pipeline.tracker.targets) or "none",
             "last_target_statuses": self._tracking["targets"],
-            "images_tracked": pipeline.frames_tracked,
-            "images_skipped_while_tracking": pipeline.frames_skipped,
+            "images_tracked": pipeline.tracker.frames_tracked,
+            "images_skipped_while_tracking": pipeline.tracker.frames_skipped,
         }
         name = f"{self.get_fully_qualified_name()}: LISA segmentation"
         publisher.publish(

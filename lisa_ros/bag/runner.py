@@ -273,7 +273,7 @@ class BagRunner:
         if self._image_time is None or (before is not None and before <= self._image_time):
             return
         log_time, self._image_time = self._image_time, None
-        update = self.pipeline.track(wait_for_inputs=False)  # everything of its instant is in
+        update = self.pipeline.tracker.track(wait_for_inputs=False)  # everything of its instant is in
         if update is None:
             return
         for name, values in fields.tracking_outputs(update, self.publish_overlay):

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
+
+from lisa_ros.cli.errors import fail as report
 
 
 def demo_scene_frame() -> tuple[np.ndarray, str]:
@@ -50,12 +50,8 @@ def load_image(path) -> np.ndarray:
 
 
 def fail(what: str, error: BaseException, debug: bool) -> None:
-    """Exit with status 2 after one line on stderr naming `what` and the problem (after
-    the traceback with --debug or LISA_DEBUG=1)."""
-    if debug or os.environ.get("LISA_DEBUG", "") not in ("", "0"):
-        traceback.print_exception(error)
-    print(f"lisa-demo: error: {what}: {' '.join(str(error).split())}", file=sys.stderr)
-    raise SystemExit(2) from None
+    """Exit with status 2 after one line on stderr naming `what` and the problem."""
+    raise SystemExit(report("lisa-demo", error, debug, what)) from None
 
 
 def _positive_int(text: str) -> int:

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from lisa_ros.cli.eval_bag import fail
+from lisa_ros.cli.errors import fail
 from lisa_ros.synthetic.demo_bag import record_demo_bag
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
-import traceback
 
 from lisa_ros.bag.errors import EvalError
 from lisa_ros.bag.runner import Evaluation, evaluate
+from lisa_ros.cli.errors import fail
 from lisa_ros.runtime.launch_config import load_params_file, parse_argument
 from lisa_ros.runtime.parameters import validate
 
@@ -53,19 +52,6 @@ def main(argv=None) -> int:
         print(f"lisa-eval-bag: stopped by {evaluation.stopped_by.name}: {partial}", file=sys.stderr)
         return 128 + evaluation.stopped_by
     return 0
-
-
-def fail(prog: str, error: BaseException, debug: bool = False) -> int:
-    """Report a user's mistake as one line on stderr (after its traceback with `debug` or
-    LISA_DEBUG=1); returns the exit code, 2."""
-    if debug or os.environ.get("LISA_DEBUG", "") not in ("", "0"):
-        traceback.print_exception(error)
-    if isinstance(error, OSError) and error.filename is not None and error.strerror:
-        text = f"{error.filename}: {error.strerror}"
-    else:
-        text = str(error) or type(error).__name__
-    print(f"{prog}: error: {' '.join(text.split())}", file=sys.stderr)
-    return 2
 
 
 def _parser() -> argparse.ArgumentParser:

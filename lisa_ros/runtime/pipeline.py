@@ -4,9 +4,9 @@ ROS-free (numpy; the model through `lisa_model`, imported when a model is loaded
 `Pipeline` owns the predictor and the conversation: it caches the newest frame,
 validates each command and answers it on the newest frame (or on an image the
 command carries); its `lifter` (lisa_ros.runtime.regions) turns the masks into 3D regions.
-Each answered mask then stays alive as a live target (lisa_ros.runtime.tracking): `track`
-finds every live target on the newest frame with the mask decoder alone, fuses its 3D
-views, and re-asks the command when a target is lost.
+Each answered mask then stays alive as a live target: the pipeline's `tracker`
+(lisa_ros.runtime.tracker) finds every live target on the newest frame with the mask
+decoder alone, fuses its 3D views, and re-asks the command when a target is lost.
 `lisa_ros.runtime.worker.CommandWorker` runs a pipeline on its own thread.
 
 Nothing here raises for bad input: every command gets exactly one `Result`, whose
@@ -24,23 +24,11 @@ from typing import Callable
 import numpy as np
 
 from .parameters import defaults, tracking_settings, validate
-from .regions import GEOMETRY_PARAMETERS, RegionLifter, View
+from .regions import GEOMETRY_PARAMETERS, RegionLifter
 from .stamps import Stamped
-from .tracking import (
-    LiveTarget,
-    TargetStatus,
-    TrackedTarget,
-    TrackingSettings,
-    TrackingUpdate,
-    ViewWindow,
-    judge,
-    median_distance,
-    out_of_view,
-)
+from .tracker import Tracker
+from .tracking import TrackingSettings
 from .types import NO_MASK, NS_PER_S, Frame, Result, Stage, Status, error_result, mask_boxes, quote_command
-
-# Seconds a frame to track waits for its depth and camera_info when they come after the image.
-AWAIT_INPUTS_S = 0.2
 
 
 def resolve_device(device: str) -> str:
@@ -106,16 +94,7 @@ class Pipeline:
         self._encoded: Frame | None = None
         self._reset_pending = False
         self.lifter = RegionLifter(logger=self.logger, **region_settings)
-        self.tracking = tracking or TrackingSettings()
-        # The live targets and the last frame tracked; guarded by _targets_lock (clear_targets
-        # comes from other threads than answer and track).
-        self._targets_lock = threading.RLock()
-        self.targets: list[LiveTarget] = []
-        self._last_target_id = 0
-        self._tracked: Frame | None = None
-        self._awaiting: tuple[Frame, float] | None = None  # a frame waiting for its depth, since when
-        self.frames_tracked = 0
-        self.frames_skipped = 0  # newer frames that arrived while targets were live but were not tracked
+        self.tracker = Tracker(self, tracking or TrackingSettings())
 
     @classmethod
     def from_parameters(cls, params: dict, logger=None) -> "Pipeline":
@@ -186,8 +165,7 @@ class Pipeline:
         else:
             frame.decode = lambda: image
         with self._lock:
-            if self.targets and self._latest is not None and self._latest is not self._tracked:
-                self.frames_skipped += 1  # replaced before tracking got to it
+            self.tracker.count_skipped(self._latest)
             self._latest = frame
         return frame
 
@@ -270,7 +248,7 @@ class Pipeline:
             else:
                 frame = Frame(stamp=int(stamp_now), decode=lambda: image)
             try:
-                rgb = self._image(frame)
+                rgb = self.checked_image(frame)
             except ValueError as error:
                 return self._failed(command_id, command, stamp_now, f"invalid image: {error}", frame)
             return self._predict(command_id, command, stamp_now, frame, rgb, start, progress, should_cancel)
@@ -279,7 +257,7 @@ class Pipeline:
             self._encoded = None
             return self._failed(command_id, command, stamp_now, f"model failed: {type(error).__name__}: {error}", frame)
 
-    def _image(self, frame: Frame) -> np.ndarray:
+    def checked_image(self, frame: Frame) -> np.ndarray:
         """The frame's decoded image within the size limits; ValueError saying what is wrong."""
         from lisa_model.processing.image import validate_rgb_image
 
@@ -309,9 +287,7 @@ class Pipeline:
             return self._canceled(command_id, command, stamp, frame)
         if self._encoded is not frame:
             report(Stage.ENCODING_IMAGE, "")
-            self._encoded = None
-            self.predictor.set_image(rgb)
-            self._encoded = frame
+            self.encode(frame, rgb)
             timings.update(self.predictor.image_timings)
         if cancelled():
             return self._canceled(command_id, command, stamp, frame)
@@ -358,10 +334,18 @@ class Pipeline:
             conversation_reset=conversation_reset,
             notice="; ".join(notes),
         )
-        result.targets = self._start_targets(result, prediction.seg_embeddings, frame, view, lifted)
+        result.targets = self.tracker.start(result, prediction.seg_embeddings, frame, view, lifted)
         timings["total"] = time.perf_counter() - start
         report(Stage.DONE, result.answer)
         return result
+
+    def encode(self, frame: Frame, rgb: np.ndarray) -> None:
+        """Make `frame` (decoded: `rgb`) the predictor's image (CLIP and SAM), unless it is already."""
+        if self._encoded is frame:
+            return
+        self._encoded = None  # set_image may fail half-way
+        self.predictor.set_image(rgb)
+        self._encoded = frame
 
     def _regions(self, frame: Frame, rgb: np.ndarray, masks: np.ndarray):
         """(view, [(points, region, reason)] per mask, regions, region_frame, region_status) of an answer."""
@@ -376,225 +360,6 @@ class Pipeline:
         if all(region is None for region in regions):
             regions = []
         return view, lifted, regions, view.region_frame, "; ".join(reasons)
-
-    # --- live targets ---------------------------------------------------------------
-    def _start_targets(self, result: Result, embeddings, frame: Frame, view, lifted) -> list[TrackedTarget]:
-        """An answered command's masks become live targets (replacing the live ones unless
-        keep_targets). Returns the targets to report: the new ones and those it ended."""
-        settings = self.tracking
-        with self._targets_lock:
-            ended = [] if settings.keep_targets else self._end_targets(self.targets, "replaced by a new command")
-            self._tracked = frame
-            if not settings.enabled or result.status != Status.OK or embeddings is None:
-                return [TrackedTarget.of(target, frame.stamp) for target in ended]
-            new = []
-            for index, mask in enumerate(result.masks):
-                self._last_target_id += 1
-                target = LiveTarget(
-                    target_id=self._last_target_id,
-                    command_id=result.command_id,
-                    command=result.command,
-                    answer=result.answer,
-                    seg_index=index,
-                    embedding=embeddings[index],
-                    created_ns=frame.stamp,
-                    found_ns=frame.stamp,
-                    views=ViewWindow(settings.max_views, self.lifter.voxel_size),
-                )
-                target.found(mask, float(result.scores[index]), result.boxes[index], frame.stamp)
-                if lifted:
-                    self._add_view(target, view, *lifted[index][:2])
-                new.append(target)
-            self.targets += new
-            while len(self.targets) > settings.max_targets:
-                reason = f"more than tracking_max_targets ({settings.max_targets})"
-                ended += self._end_targets([self.targets[0]], reason)
-            return [TrackedTarget.of(target, frame.stamp) for target in ended + new]
-
-    def _end_targets(self, targets: list[LiveTarget], reason: str) -> list[LiveTarget]:
-        for target in targets:
-            target.status, target.status_message, target.mask = TargetStatus.DROPPED, reason, None
-        self.targets = [target for target in self.targets if target.status != TargetStatus.DROPPED]
-        return list(targets)
-
-    @staticmethod
-    def _add_view(target: LiveTarget, view: View | None, points, region) -> None:
-        target.single_region = region
-        if view is not None and view.pose is not None and len(points):
-            target.views.add(points, view)
-
-    def clear_targets(self, stamp: int) -> TrackingUpdate | None:
-        """End every live target (the `clear` service); thread-safe. Returns the update that
-        reports them dropped, or None when none was live."""
-        with self._targets_lock:
-            ended = self._end_targets(self.targets, "cleared")
-        if not ended:
-            return None
-        return TrackingUpdate(int(stamp), "", None, [TrackedTarget.of(target, stamp) for target in ended])
-
-    @property
-    def tracking_due(self) -> bool:
-        """True when a live target waits for a frame newer than the last one tracked or answered."""
-        with self._targets_lock:
-            return bool(self.targets) and self.latest_frame is not self._tracked
-
-    def track(self, wait_for_inputs: bool = True) -> TrackingUpdate | None:
-        """Find every live target on the newest frame; never raises.
-
-        Arguments:
-            wait_for_inputs (bool): put off a frame whose depth, camera_info (or pose) may
-                still arrive (call again when they do); False: the caller has fed everything
-                of the frame's time already (the bag tools).
-
-        Returns None when there is nothing to do (no live target, no new frame, the frame
-        comes sooner than tracking_max_rate allows, or it waits for its inputs); else the update.
-        """
-        with self._targets_lock:
-            frame = self.latest_frame
-            if not self.targets or frame is None or frame is self._tracked:
-                return None
-            last = self._tracked
-            if last is not None and 0 <= frame.stamp - last.stamp < NS_PER_S / self.tracking.max_rate:
-                return None  # the next tracked frame will be a newer one
-            if wait_for_inputs and self._awaits_inputs(frame):
-                return None  # tracked when its depth arrives (the caller tries again then)
-            self._tracked = frame
-            self.frames_tracked += 1
-            start = time.perf_counter()
-            timings: dict[str, float] = {}
-            try:
-                rgb = self._track_frame(frame, timings)
-            except Exception as error:  # a model failure must not end tracking silently
-                self.logger.error(f"tracking failed: {traceback.format_exc()}")
-                self._encoded = None
-                rgb = None
-                for target in self.targets:
-                    target.lost(f"tracking failed: {type(error).__name__}: {error}")
-            self._expire(frame.stamp)
-            timings["total"] = time.perf_counter() - start
-            reported = [TrackedTarget.of(target, frame.stamp) for target in self.targets]
-            self.targets = [target for target in self.targets if target.status != TargetStatus.DROPPED]
-            return TrackingUpdate(frame.stamp, frame.frame_id, rgb, reported, timings)
-
-    def _awaits_inputs(self, frame: Frame) -> bool:
-        """True while the frame's own depth or camera_info may still arrive, for at most
-        AWAIT_INPUTS_S seconds of wall time (the camera may have stopped sending depth)."""
-        if not self.lifter.inputs_awaited(frame):
-            return False
-        now = time.monotonic()
-        if self._awaiting is None or self._awaiting[0] is not frame:
-            self._awaiting = (frame, now)
-        return now - self._awaiting[1] < AWAIT_INPUTS_S
-
-    def _track_frame(self, frame: Frame, timings: dict) -> np.ndarray | None:
-        """Decode every live target's mask on `frame`, judge it, fuse it, re-ask the lost ones."""
-        import torch
-
-        try:
-            rgb = self._image(frame)
-        except ValueError as error:
-            for target in self.targets:
-                target.lost(f"invalid image: {error}")
-            return None
-        step = time.perf_counter()
-        embedded = self.predictor.embed_image(rgb)
-        timings["sam_encoder"] = time.perf_counter() - step
-        step = time.perf_counter()
-        embeddings = torch.stack([target.embedding for target in self.targets])
-        masks, _, scores = self.predictor.decode(embeddings, embedded)
-        boxes = mask_boxes(masks)
-        timings["mask_decoder"] = time.perf_counter() - step
-        step = time.perf_counter()
-        view, note = self.lifter.view(frame, rgb)
-        no_3d = f"no 3D on this frame: {note}" if view is None else note
-        lost = []
-        for target, mask, score, box in zip(self.targets, masks, scores, boxes):
-            points, region, why = self.lifter.lift(mask, view) if view is not None else ((), None, "")
-            comparable = view is not None and view.pose is not None and view.region_frame == target.region_frame
-            reason = judge(target, mask, float(score), box, points if comparable else None, self.tracking)
-            if out_of_view(target, view, rgb.shape[:2]):
-                target.lost(f"the fused target is out of view: waiting for it ({reason or 'its mask passed'})")
-                target.unseen = True
-                continue
-            if target.unseen:
-                reason = "back in view after being out of view: asking again"
-            if reason:
-                target.lost(reason, float(score))
-                lost.append(target)
-                continue
-            was_lost = target.status == TargetStatus.LOST
-            target.found(mask, float(score), box, frame.stamp)
-            self._add_view(target, view, points, region)
-            target.status = TargetStatus.REACQUIRED if was_lost else TargetStatus.TRACKING
-            target.status_message = "; ".join(
-                filter(None, ["found again with the kept embedding" if was_lost else "", no_3d, why])
-            )
-        timings["regions"] = time.perf_counter() - step
-        due = [target for target in lost if target.reask_due(frame.stamp, self.tracking.reask_interval)]
-        if due:
-            step = time.perf_counter()
-            self._reask(frame, rgb, view, due)
-            timings["reask"] = time.perf_counter() - step
-        return rgb
-
-    def _reask(self, frame: Frame, rgb: np.ndarray, view: View | None, lost: list[LiveTarget]) -> None:
-        """Ask each lost target's command again on this frame (a new conversation, so the
-        user's is unchanged) and take the new [SEG] embedding when its mask passes."""
-        from lisa_model import Conversation
-
-        self._encoded = None
-        self.predictor.set_image(rgb)
-        self._encoded = frame
-        answers = {}
-        for target in lost:
-            target.reasks += 1
-            target.last_reask_ns = frame.stamp
-            if target.command not in answers:
-                fresh = Conversation(self.conversation.template)
-                answers[target.command] = self.predictor.predict(target.command, fresh)
-            prediction = answers[target.command]
-            found = self._reacquire(target, prediction, frame, view)
-            if found:
-                continue
-            target.failed_reasks += 1
-            if target.failed_reasks >= self.tracking.max_reasks:
-                target.status = TargetStatus.DROPPED
-                target.status_message = f"dropped: {target.failed_reasks} re-asks in a row did not find it"
-
-    def _reacquire(self, target: LiveTarget, prediction, frame: Frame, view: View | None) -> bool:
-        count = len(prediction.masks)
-        if count == 0:
-            target.status_message += f"; re-ask {target.reasks}: the answer has no [SEG]"
-            return False
-        index = min(target.seg_index, count - 1)
-        mask, score = np.asarray(prediction.masks[index], bool), float(prediction.scores[index])
-        area = int(mask.sum())
-        if (self.tracking.min_score > 0 and score < self.tracking.min_score) or area < self.tracking.min_area:
-            target.status_message += f"; re-ask {target.reasks}: its mask did not pass (score {score:.2f}, {area} px)"
-            return False
-        points, region, _ = self.lifter.lift(mask, view) if view is not None else ((), None, "")
-        message = f"re-acquired by re-ask {target.reasks}"
-        fused = target.views.points
-        if len(fused) and len(points) and view.region_frame == target.region_frame:
-            if median_distance(points, fused) > self.tracking.max_region_distance:
-                # The model points at the same object somewhere else: it moved, and the old
-                # views would smear the fused region between the two places.
-                message += f"; the target moved: its {target.views.count} earlier views dropped"
-                target.views.reset()
-        target.embedding = prediction.seg_embeddings[index]
-        target.answer = prediction.text
-        target.areas.clear()
-        target.found(mask, score, mask_boxes(mask[None])[0], frame.stamp)
-        self._add_view(target, view, points, region)
-        target.status, target.status_message, target.failed_reasks = TargetStatus.REACQUIRED, message, 0
-        target.unseen = False
-        return True
-
-    def _expire(self, stamp: int) -> None:
-        for target in self.targets:
-            if target.status != TargetStatus.DROPPED and stamp - target.found_ns > self.tracking.expiry * NS_PER_S:
-                target.status = TargetStatus.DROPPED
-                target.status_message = f"expired: not found for {self.tracking.expiry:g} s (tracking_expiry)"
 
     def _canceled(self, command_id, command, stamp, frame) -> Result:
         self.logger.info(f"command {command_id} {quote_command(command)}: canceled")

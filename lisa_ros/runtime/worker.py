@@ -89,7 +89,7 @@ class CommandWorker:
     at once with an ERROR result. Results go to the job's `on_result` callback (on the
     worker thread, or the submitting thread for immediate errors).
 
-    Between commands the thread tracks the live targets (Pipeline.track): `frame_arrived`
+    Between commands the thread tracks the live targets (the pipeline's tracker): `frame_arrived`
     queues one tracking step for the newest frame unless one is queued already or a
     command waits, so a command waits behind at most one tracking step and frames are
     never queued. Tracking updates go to `on_track`.
@@ -151,7 +151,7 @@ class CommandWorker:
     def frame_arrived(self) -> None:
         """A new camera frame reached the pipeline: track the live targets on it when the thread is free."""
         with self._lock:
-            if self._stopping or self._track_queued or self._waiting or not self.pipeline.tracking_due:
+            if self._stopping or self._track_queued or self._waiting or not self.pipeline.tracker.due:
                 return
             self._track_queued = True
             future = self._executor.submit(self._track)
@@ -164,10 +164,10 @@ class CommandWorker:
             if self._waiting:  # a command came in meanwhile: it goes first
                 return
         try:
-            update = self.pipeline.track()
+            update = self.pipeline.tracker.track()
             if update is not None and self.on_track is not None:
                 self.on_track(update)
-        except Exception:  # Pipeline.track does not raise; a callback might: keep the thread alive
+        except Exception:  # Tracker.track does not raise; a callback might: keep the thread alive
             self.logger.error(f"tracking failed: {traceback.format_exc()}")
 
     def _forget(self, future: concurrent.futures.Future) -> None:

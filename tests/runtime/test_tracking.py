@@ -1,4 +1,4 @@
-"""Live targets (lisa_ros.runtime.tracking through Pipeline.track) with the built-in demo model.
+"""Live targets (lisa_ros.runtime.tracker through a Pipeline) with the built-in demo model.
 
 A held-out demo scene (lisa_ros.synthetic.scenes) gives images, depth, poses and
 ground-truth masks; the command is answered on the first view and its target tracked on
@@ -46,8 +46,8 @@ def model_pipeline():
 @pytest.fixture
 def pipeline(model_pipeline):
     """The loaded pipeline with default tracking settings and no live target."""
-    model_pipeline.tracking = TrackingSettings()
-    model_pipeline.clear_targets(0)
+    model_pipeline.tracker.settings = TrackingSettings()
+    model_pipeline.tracker.clear(0)
     return model_pipeline
 
 
@@ -77,15 +77,15 @@ def test_an_answer_starts_one_live_target_per_mask_and_a_new_command_replaces_th
     statuses = [(t.target_id, t.status) for t in second.targets]
     assert statuses == [(first.targets[0].target_id, TargetStatus.DROPPED), (first.targets[0].target_id + 1, 0)]
     assert "replaced by a new command" in second.targets[0].status_message
-    assert [t.target_id for t in pipeline.targets] == [second.targets[1].target_id]
+    assert [t.target_id for t in pipeline.tracker.targets] == [second.targets[1].target_id]
 
 
 def test_tracking_follows_the_target_and_fuses_its_views(pipeline, scene, views, command):
     answer(pipeline, scene, views, command)
-    assert pipeline.track() is None  # the newest frame is the one answered
+    assert pipeline.tracker.track() is None  # the newest frame is the one answered
     for index in range(1, FRAMES):
         show(pipeline, scene, views[index], index)
-        update = pipeline.track()
+        update = pipeline.tracker.track()
         (target,) = update.targets
         assert target.status == TargetStatus.TRACKING, target.status_message
         assert iou(target.mask, command.mask(views[index])) > 0.6
@@ -98,32 +98,32 @@ def test_tracking_follows_the_target_and_fuses_its_views(pipeline, scene, views,
 
 def test_the_newest_frame_only_and_the_rate_limit(pipeline, scene, views, command):
     answer(pipeline, scene, views, command)
-    skipped = pipeline.frames_skipped
+    skipped = pipeline.tracker.frames_skipped
     show(pipeline, scene, views[1], 1)
     show(pipeline, scene, views[2], 2)  # replaces frame 1 before it was tracked
-    assert pipeline.frames_skipped == skipped + 1
-    assert pipeline.track().stamp == 2 * PERIOD + 1
-    pipeline.tracking = TrackingSettings(max_rate=1.0)  # one image per second: 4 periods apart
+    assert pipeline.tracker.frames_skipped == skipped + 1
+    assert pipeline.tracker.track().stamp == 2 * PERIOD + 1
+    pipeline.tracker.settings = TrackingSettings(max_rate=1.0)  # one image per second: 4 periods apart
     show(pipeline, scene, views[3], 3)
-    assert pipeline.track() is None
+    assert pipeline.tracker.track() is None
     show(pipeline, scene, views[6], 6)
-    assert pipeline.track().stamp == 6 * PERIOD + 1
+    assert pipeline.tracker.track().stamp == 6 * PERIOD + 1
 
 
 def test_a_target_that_leaves_the_view_is_lost_then_reacquired_by_a_reask(pipeline, scene, views, command):
     answer(pipeline, scene, views, command)
     show(pipeline, scene, views[1], 1)
-    pipeline.track()
+    pipeline.tracker.track()
     # The camera turns its back on the table.
     eye = views[1].pose[:3, 3]
     away = look_at(eye, eye + (eye - scene.objects[command.target].box[0]))
     for index in (2, 3):
         show(pipeline, scene, scene.render(away), index, pose=away)
-        (target,) = pipeline.track().targets
+        (target,) = pipeline.tracker.track().targets
         assert target.status == TargetStatus.LOST and "out of view" in target.status_message
         assert target.mask is None and target.reasks == 0  # re-asking cannot find it there
     show(pipeline, scene, views[4], 4)
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert target.status == TargetStatus.REACQUIRED, target.status_message
     assert target.reasks == 1 and "re-acquired by re-ask 1" in target.status_message
     assert iou(target.mask, command.mask(views[4])) > 0.6
@@ -133,14 +133,14 @@ def test_a_moved_target_is_reacquired_and_its_old_views_dropped(pipeline, scene,
     answer(pipeline, scene, views, command)
     for index in (1, 2):
         show(pipeline, scene, views[index], index)
-        pipeline.track()
+        pipeline.tracker.track()
     # The same image from a camera pose 0.5 m further back along its optical axis: the
     # target appears moved 0.5 m towards the old camera, on the same pixels.
     offset = -0.5 * views[3].pose[:3, 2]
     moved_pose = views[3].pose.copy()
     moved_pose[:3, 3] += offset
     show(pipeline, scene, views[3], 3, pose=moved_pose)
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert target.status == TargetStatus.REACQUIRED and "moved" in target.status_message, target.status_message
     assert target.views_fused == 1  # the region follows the target instead of smearing
     truth_center = scene.objects[command.target].box[0] + offset
@@ -154,38 +154,38 @@ def test_bad_input_during_tracking_shows_in_the_status(pipeline, scene, views, c
         raise ValueError("truncated image data")
 
     pipeline.set_frame(broken, PERIOD + 1, "camera")
-    update = pipeline.track()
+    update = pipeline.tracker.track()
     (target,) = update.targets
     assert target.status == TargetStatus.LOST and "invalid image: truncated image data" in target.status_message
     assert update.image is None
     show(pipeline, scene, views[2], 2, depth=None, intrinsics=None, pose=None)  # no depth anywhere
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert target.status == TargetStatus.REACQUIRED and "no 3D on this frame" in target.status_message
 
 
 def test_targets_expire_and_clear_reports_them_dropped(pipeline, scene, views, command):
-    pipeline.tracking = TrackingSettings(expiry=1.0)
+    pipeline.tracker.settings = TrackingSettings(expiry=1.0)
     answer(pipeline, scene, views, command)
     pipeline.set_frame(lambda: np.zeros((2, 2)), 2 * NS_PER_S, "camera")  # invalid: never found
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert target.status == TargetStatus.DROPPED and "expired" in target.status_message
-    assert pipeline.targets == []
+    assert pipeline.tracker.targets == []
     answer(pipeline, scene, views, command)
-    update = pipeline.clear_targets(5)
-    assert [t.status for t in update.targets] == [TargetStatus.DROPPED] and pipeline.targets == []
-    assert pipeline.clear_targets(6) is None
+    update = pipeline.tracker.clear(5)
+    assert [t.status for t in update.targets] == [TargetStatus.DROPPED] and pipeline.tracker.targets == []
+    assert pipeline.tracker.clear(6) is None
 
 
 def test_keep_targets_with_a_limit(pipeline, scene, views, command):
-    pipeline.tracking = TrackingSettings(keep_targets=True, max_targets=2)
+    pipeline.tracker.settings = TrackingSettings(keep_targets=True, max_targets=2)
     ids = [answer(pipeline, scene, views, command).targets[-1].target_id for _ in range(3)]
-    assert [t.target_id for t in pipeline.targets] == ids[1:]
+    assert [t.target_id for t in pipeline.tracker.targets] == ids[1:]
 
 
 def test_tracking_off_keeps_no_target(pipeline, scene, views, command):
-    pipeline.tracking = TrackingSettings(enabled=False)
+    pipeline.tracker.settings = TrackingSettings(enabled=False)
     assert answer(pipeline, scene, views, command).targets == []
-    assert pipeline.targets == []
+    assert pipeline.tracker.targets == []
 
 
 def test_judge_checks():
@@ -214,7 +214,7 @@ def test_commands_never_wait_behind_more_than_one_tracking_step(pipeline, scene,
     order, and no tracking step starts while a command waits."""
     answer(pipeline, scene, views, command)
     events, lock = [], threading.Lock()
-    track, answer_fn = pipeline.track, pipeline.answer
+    track, answer_fn = pipeline.tracker.track, pipeline.answer
 
     def logged_track():
         with lock:
@@ -226,7 +226,7 @@ def test_commands_never_wait_behind_more_than_one_tracking_step(pipeline, scene,
             events.append(("answer", command_id))
         return answer_fn(command_id, *args, **kwargs)
 
-    pipeline.track, pipeline.answer = logged_track, logged_answer
+    pipeline.tracker.track, pipeline.answer = logged_track, logged_answer
     results, updates = [], []
     worker = CommandWorker(pipeline, queue_size=8, on_track=updates.append)
     stop = threading.Event()
@@ -257,7 +257,7 @@ def test_commands_never_wait_behind_more_than_one_tracking_step(pipeline, scene,
         stop.set()
         thread.join()
         worker.stop()
-        pipeline.track, pipeline.answer = track, answer_fn
+        pipeline.tracker.track, pipeline.answer = track, answer_fn
     assert [r.command_id for r in results] == [1, 2, 3, 4, 5]
     assert all(r.status == Status.OK for r in results)
     for command_id, before in submitted.items():
@@ -275,14 +275,14 @@ def test_a_frame_waits_for_its_depth_when_the_depth_comes_after_the_image(pipeli
     pipeline.set_depth(views[0].depth, 1, "camera")
     pipeline.set_camera_info(scene.intrinsics, 1, "camera")
     pipeline.set_frame(views[1].rgb, PERIOD + 1, "camera")
-    assert pipeline.track() is None  # its depth is on its way
+    assert pipeline.tracker.track() is None  # its depth is on its way
     pipeline.set_depth(views[1].depth, PERIOD + 1, "camera")
     pipeline.set_camera_info(scene.intrinsics, PERIOD + 1, "camera")
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert target.status == TargetStatus.TRACKING and "no 3D" not in target.status_message
     # Depth and camera_info newer than the image mean the image's own will not come: no wait.
     pipeline.set_depth(views[3].depth, 3 * PERIOD + 1, "camera")
     pipeline.set_camera_info(scene.intrinsics, 3 * PERIOD + 1, "camera")
     pipeline.set_frame(views[2].rgb, 2 * PERIOD + 1, "camera")
-    (target,) = pipeline.track().targets
+    (target,) = pipeline.tracker.track().targets
     assert "no 3D on this frame" in target.status_message
