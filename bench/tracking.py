@@ -73,7 +73,7 @@ def run(args) -> dict:
     pipeline = load_pipeline(args)
     predictor = pipeline.predictor
     scored = args.model == "demo"
-    rows = {"track_s": [], "reanswer_s": [], "track_iou": [], "reanswer_iou": [], "lost": 0}
+    rows = {"track_s": [], "reanswer_s": [], "track_iou": [], "reanswer_iou": [], "lost": 0, "stages": {}}
     period = 250_000_000
     stamp = 1
     work = []
@@ -98,6 +98,8 @@ def run(args) -> dict:
             start = time.perf_counter()
             update = pipeline.tracker.track()
             rows["track_s"].append(time.perf_counter() - start)
+            for stage, seconds in update.timings.items():
+                rows["stages"].setdefault(stage, []).append(seconds)
             target = update.targets[0]
             rows["lost"] += target.status == TargetStatus.LOST
             start = time.perf_counter()
@@ -123,6 +125,7 @@ def run(args) -> dict:
         "track_giou": float(np.mean(rows["track_iou"])) if scored else None,
         "reanswer_giou": float(np.mean(rows["reanswer_iou"])) if scored else None,
         "frames_lost": rows["lost"],
+        "track_stages_ms": {stage: 1000 * statistics.median(values) for stage, values in rows["stages"].items()},
     }
 
 
@@ -212,7 +215,9 @@ def _main(args) -> int:
         name = "tracking (mask decoder + 3D fusion)" if path == "track" else "re-answer (whole model)"
         print(f"| {name} | {result[f'{path}_ms']:.1f} | {'-' if giou is None else f'{giou:.3f}'} |")
     print()
+    stages = ", ".join(f"{stage} {ms:.1f}" for stage, ms in result["track_stages_ms"].items())
     print(f"tracking costs {result['ratio']:.2f} of a re-answer; frames lost: {result['frames_lost']}")
+    print(f"tracking stages (ms, medians): {stages}")
     print(f"wrote {output}")
     return 0
 

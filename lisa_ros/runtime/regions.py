@@ -153,8 +153,12 @@ class RegionLifter:
             return None, note
         return View(*inputs), note
 
-    def lift(self, mask: np.ndarray, view: View) -> tuple[np.ndarray, object, str]:
+    def lift(self, mask: np.ndarray, view: View, region: bool = True) -> tuple[np.ndarray, object, str]:
         """One mask's points (in view.region_frame) and 3D region; never raises.
+
+        Arguments:
+            region (bool): False: the points only (a tracked view that is fused into the
+                target's region needs no region of its own).
 
         Returns:
             (points float [N,3], TargetRegion | None, why there is no region: "" when there is one).
@@ -167,10 +171,12 @@ class RegionLifter:
                 return points, None, "no valid depth under the mask"
             if view.pose is not None:
                 points = geometry.transform_points(points, view.pose)
-            region = geometry.extract_region(points, voxel_size=self.voxel_size)
-            if region is None:
+            if not region:
+                return points, None, ""
+            extracted = geometry.extract_region(points, voxel_size=self.voxel_size)
+            if extracted is None:
                 return points, None, f"no consistent cluster in its {len(points)} depth points"
-            return points, region, ""
+            return points, extracted, ""
         except Exception as error:
             self.logger.error(f"3D region failed: {traceback.format_exc()}")
             return np.zeros((0, 3)), None, f"failed: {type(error).__name__}: {error}"

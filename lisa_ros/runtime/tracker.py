@@ -31,6 +31,8 @@ from .types import NS_PER_S, Frame, Result, Status, mask_boxes
 
 # Seconds a frame to track waits for its depth and camera_info when they come after the image.
 AWAIT_INPUTS_S = 0.2
+# Images closer than this fraction of 1 / tracking_max_rate to the last one tracked are skipped.
+RATE_SLACK = 0.8
 
 
 class Tracker:
@@ -137,7 +139,9 @@ class Tracker:
             if not self.targets or frame is None or frame is self._tracked:
                 return None
             last = self._tracked
-            if last is not None and 0 <= frame.stamp - last.stamp < NS_PER_S / self.settings.max_rate:
+            # Stamps jitter: a camera at exactly max_rate must not lose every other image.
+            period = RATE_SLACK * NS_PER_S / self.settings.max_rate
+            if last is not None and 0 <= frame.stamp - last.stamp < period:
                 return None  # the next tracked frame will be a newer one
             if wait_for_inputs and self._awaits_inputs(frame):
                 return None  # tracked when its depth arrives (the caller tries again then)
@@ -190,9 +194,10 @@ class Tracker:
         view, note = self.pipeline.lifter.view(frame, rgb)
         no_3d = f"no 3D on this frame: {note}" if view is None else note
         lost = []
+        fusable = view is not None and view.pose is not None  # then a view needs its points only
         for target, mask, score, box in zip(self.targets, masks, scores, boxes):
-            points, region, why = self.pipeline.lifter.lift(mask, view) if view is not None else ((), None, "")
-            comparable = view is not None and view.pose is not None and view.region_frame == target.region_frame
+            points, region, why = self.pipeline.lifter.lift(mask, view, not fusable) if view else ((), None, "")
+            comparable = fusable and view.region_frame == target.region_frame
             reason = judge(target, mask, float(score), box, points if comparable else None, self.settings)
             if out_of_view(target, view, rgb.shape[:2]):
                 target.lost(f"the fused target is out of view: waiting for it ({reason or 'its mask passed'})")

@@ -40,7 +40,8 @@ class TrackingSettings:
     """How targets are tracked, judged lost, re-asked and fused (the node's tracking_* parameters).
 
     enabled: keep answered targets alive on later frames.
-    max_rate: most tracked frames per second (newer frames are skipped, never queued).
+    max_rate: most tracked frames per second, with 20 % slack for stamp jitter (newer frames are
+        skipped, never queued).
     keep_targets: a new command adds its targets instead of replacing the live ones.
     max_targets: most live targets (the oldest are dropped first).
     min_score: a mask whose decoder IoU score is lower is not the target (0: no check; the
