@@ -304,8 +304,8 @@ def record_demo_bag(
         raise ValueError(f"depth_encoding must be '16UC1' or '32FC1', got {depth_encoding!r}")
     if frames_per_scene < 1 or scenes < 1 or commands_per_scene < 1:
         raise ValueError("scenes, frames per scene and commands per scene must be at least 1")
-    if not rate_hz > 0:
-        raise ValueError(f"rate must be positive, got {rate_hz}")
+    if not 0 < rate_hz < math.inf:
+        raise ValueError(f"rate must be positive and finite, got {rate_hz}")
     output = Path(output)
     bag_dir, mask_dir, script_path = output / "bag", output / "masks", output / "script.jsonl"
     if bag_dir.exists():

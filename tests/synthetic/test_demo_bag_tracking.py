@@ -203,3 +203,11 @@ def test_the_moved_target_box_follows_it_and_its_mask_agrees(bag):
     assert len(points) == _pixels(out, after[0]["mask"])
     assert (np.abs(points - new_box["center"]) <= np.asarray(new_box["size"]) / 2 + 1e-4).all()
     assert not (np.abs(points - original["center"]) <= np.asarray(original["size"]) / 2 + 1e-4).all(axis=1).all()
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("inf"), float("nan")])
+def test_the_rate_must_be_positive_and_finite(tmp_path, rate):
+    from lisa_ros.synthetic.demo_bag import record_demo_bag
+
+    with pytest.raises(ValueError, match="rate must be positive and finite"):
+        record_demo_bag(tmp_path / "bag", rate_hz=rate)
