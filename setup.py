@@ -43,6 +43,14 @@ setup(
         "rosbags",
         "matplotlib",
         "jinja2",
+        # lisa_ros.speech: audio files (libsndfile) and resampling, the microphone (PortAudio: the
+        # system library libportaudio2, scripts/setup.sh; imported only when a microphone is opened),
+        # voice activity detection, the embedded recogniser (its wheel ships the en-us model).
+        "soundfile",
+        "soxr",
+        "sounddevice",
+        "webrtcvad-wheels",
+        "pocketsphinx>=5",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff==0.17.6"],

@@ -15,7 +15,9 @@ log() { echo "[setup] $*"; }
 # --- System packages ---------------------------------------------------------
 # Debian packages the project needs. Later work extends this list
 # (e.g. libusb-1.0-0 for open3d). Space-separated.
-SYSTEM_PACKAGES="cmake g++ libusb-1.0-0"  # cmake g++: building the lisa_ros interfaces with colcon; libusb-1.0-0: open3d imports it
+# cmake g++: building the lisa_ros interfaces with colcon; libusb-1.0-0: open3d imports it;
+# espeak-ng: speech for the voice tests, demo and bench; libportaudio2: the microphone (sounddevice).
+SYSTEM_PACKAGES="cmake g++ libusb-1.0-0 espeak-ng libportaudio2"
 
 missing=()
 for pkg in $SYSTEM_PACKAGES; do

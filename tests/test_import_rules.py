@@ -3,7 +3,8 @@
 Arrows go one way: `lisa_model` imports nothing of ours; the ROS-free rooms of `lisa_ros`
 (runtime, geometry, bag, synthetic, cli) import `lisa_model` and each other but never ROS;
 only the ROS room (lisa_ros/node.py, lisa_ros/messages.py) imports rclpy and message
-packages; geometry and the codecs never import torch; `training` and `bench` use public
+packages; geometry, the codecs and the speech core never import torch (speech's Whisper
+engine imports it in its constructor, checked at run time below); `training` and `bench` use public
 names only and never the ROS room; nothing but the tests imports `tests`; and no product
 module imports another module's `_private` name. Lazy imports inside functions count too.
 """
@@ -23,7 +24,9 @@ ROS_ROOM = ("lisa_ros.node", "lisa_ros.messages", "lisa_ros.msg", "lisa_ros.srv"
 # when installed (it needs no rclpy), and runs without it.
 ROS_PACKAGES = ("rclpy", "rosidl_runtime_py", "launch", "launch_ros", "tf2_ros", "message_filters")
 ROS_MESSAGE_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
-TORCH_FREE = ("lisa_ros.geometry", "lisa_ros.runtime.codec", "lisa_ros.runtime.message_fields")
+TORCH_FREE = ("lisa_ros.geometry", "lisa_ros.runtime.codec", "lisa_ros.runtime.message_fields",
+              # speech: only WhisperRecognizer (lisa_ros.speech.engines) imports torch, in its constructor
+              "lisa_ros.speech.audio", "lisa_ros.speech.vad", "lisa_ros.speech.lm", "lisa_ros.speech.commands")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -94,7 +97,7 @@ def _broken(importer: str, target: str, name: str | None, root: Path) -> str:
             return "training and bench never import ROS or the ROS room"
         return "only the ROS room (lisa_ros/node.py, lisa_ros/messages.py) imports ROS"
     if _within(importer, TORCH_FREE) and _within(target, ("torch", "torchvision")):
-        return "geometry and the codecs never import torch"
+        return "geometry, the codecs and the speech core never import torch"
     if _within(importer, ("lisa_ros",)) and _within(target, ("training", "bench")):
         return "lisa_ros does not import training or bench"
     if _within(target, ("lisa_ros.cli",)) and not _within(importer, ("lisa_ros.cli",)):
@@ -107,6 +110,17 @@ def _broken(importer: str, target: str, name: str | None, root: Path) -> str:
 
 def test_the_product_follows_the_import_rules():
     assert violations(ROOT) == []
+
+
+def test_importing_speech_loads_neither_ros_nor_torch():
+    """lisa_ros.speech and all its modules import without rclpy, torch or transformers (lazy in WhisperRecognizer)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lisa_ros.speech, lisa_ros.speech.engines, lisa_ros.speech.vad, lisa_ros.speech.audio; "
+            "print(sorted(m for m in ('rclpy', 'torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 PLANTED = {

@@ -1,0 +1,35 @@
+"""Speech fixtures: espeak-ng renderings (skipped where espeak-ng is not installed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from lisa_ros.speech.audio import read_audio
+
+
+@pytest.fixture(scope="session")
+def say(tmp_path_factory):
+    """say(text, voice="en-us", speed=160) -> path of an espeak-ng WAV (22050 Hz mono int16)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    folder = tmp_path_factory.mktemp("espeak")
+    made = {}
+
+    def render(text: str, voice: str = "en-us", speed: int = 160):
+        key = (text, voice, speed)
+        if key not in made:
+            path = folder / f"{len(made):03d}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
+            made[key] = path
+        return made[key]
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def speech(say):
+    """speech(text) -> 16 kHz int16 audio of an espeak-ng rendering."""
+    return lambda text, **kwargs: read_audio(say(text, **kwargs))
