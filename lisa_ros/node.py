@@ -28,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -212,8 +212,12 @@ class LisaNode(LifecycleNode):
             subscribe(CameraInfo, "camera_info", feed("camera_info"))
             if self._param("use_pose_topic"):
                 subscribe(PoseStamped, "camera_pose", feed("camera_pose"))
-            # Commands are not sensor data: every one must reach the node's own queue.
-            subscribe(String, "command", self._on_command, every_message_qos())
+            # Commands are not sensor data: every one must reach the node's own queue, in the order
+            # they came (their own mutually exclusive group: the executor's threads could reorder them).
+            in_order = MutuallyExclusiveCallbackGroup()
+            qos_all = every_message_qos()
+            command = self.create_subscription(String, "command", self._on_command, qos_all, callback_group=in_order)
+            self._inputs.append(command)
             add = self._inputs.append  # one by one: a failure destroys what was created
             add(self.create_service(SegmentService, "segment", self._on_segment, callback_group=group))
             add(self.create_service(Trigger, "reset_conversation", self._on_reset, callback_group=group))

@@ -263,3 +263,5 @@ def test_a_burst_from_another_process_gets_exactly_one_result_per_command(lisa, 
     assert len(answered) >= min(count, 64)  # the queue's worth at least
     ids = sorted(r.command_id for r in results)
     assert ids == list(range(ids[0], ids[0] + count))
+    in_id_order = sorted(results, key=lambda r: r.command_id)
+    assert [r.command for r in in_id_order] == [f"burst {k}" for k in range(count)]  # taken in arrival order
