@@ -1,4 +1,4 @@
-"""Speech fixtures: espeak-ng renderings (skipped where espeak-ng is not installed)."""
+"""Speech fixtures: espeak-ng renderings (espeak-ng comes with make setup; a test fails without it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lisa_ros.speech.audio import read_audio
 def say(tmp_path_factory):
     """say(text, voice="en-us", speed=160) -> path of an espeak-ng WAV (22050 Hz mono int16)."""
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+        pytest.fail("espeak-ng is not installed: run make setup (scripts/setup.sh installs it)", pytrace=False)
     folder = tmp_path_factory.mktemp("espeak")
     made = {}
 
