@@ -1,6 +1,7 @@
-"""Start lisa_node (a lifecycle node) and take it to active.
+"""Start lisa_node (a lifecycle node) and take it to active; with voice:=true also speech_node.
 
   ros2 launch lisa_ros lisa.launch.py image:=/camera/color/image_raw device:=cuda
+  ros2 launch lisa_ros lisa.launch.py voice:=true          # spoken commands from the microphone
   ros2 launch lisa_ros lisa.launch.py --show-args
 
 The arguments and their mapping to parameters and remappings live in
@@ -11,13 +12,13 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 from lifecycle_msgs.msg import Transition
 
-from lisa_ros.runtime.launch_config import LAUNCH_ARGUMENTS, NODE_NAME, launch_configuration
+from lisa_ros.runtime.launch_config import LAUNCH_ARGUMENTS, NODE_NAME, launch_configuration, speech_configuration
 
 
 def _change_state(node, transition_id):
@@ -50,7 +51,21 @@ def _start_node(context):
             entities=[_change_state(node, Transition.TRANSITION_ACTIVATE)],
         )
     )
-    return [node, activate, _change_state(node, Transition.TRANSITION_CONFIGURE)]
+    actions = [node, activate, _change_state(node, Transition.TRANSITION_CONFIGURE)]
+    speech = speech_configuration(values)
+    if speech is not None:  # it configures and activates itself; its command goes where lisa_node's comes from
+        command = [(topic, target) for topic, target in remappings if topic == "command"]
+        speech_node = Node(
+            package="lisa_ros",
+            executable="speech_node",
+            name="speech",
+            namespace=namespace,
+            parameters=[speech],
+            remappings=command,
+            output="screen",
+        )
+        actions.append(speech_node)
+    return actions
 
 
 def generate_launch_description():

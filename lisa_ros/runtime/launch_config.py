@@ -44,8 +44,26 @@ LAUNCH_ARGUMENTS: list[tuple[str, str, str]] = [
         (topic, "", f"topic to remap the node's {topic} input ({kind}) to; empty: no remapping")
         for topic, kind in REMAP_ARGUMENTS.items()
     ),
+    ("voice", "false", "true: also start speech_node, speech from audio_source to the command topic"),
+    ("audio_source", "microphone", "speech_node's audio: microphone (the default device) or file (audio_path)"),
+    ("audio_path", "", "speech_node's WAV/FLAC file or folder, with audio_source file"),
 ]
 _KNOWN = {name for name, _, _ in LAUNCH_ARGUMENTS}
+
+
+def speech_configuration(arguments: dict[str, str]) -> dict | None:
+    """speech_node's parameters when the `voice` argument is true, else None; ValueError for bad values."""
+    voice = arguments.get("voice", "false").strip().lower()
+    if voice not in ("true", "false"):
+        raise ValueError(f"launch argument voice must be true or false, got {arguments['voice']!r}")
+    if voice == "false":
+        return None
+    source = arguments.get("audio_source", "microphone") or "microphone"
+    if source not in ("microphone", "file"):
+        raise ValueError(f"launch argument audio_source must be microphone or file, got {source!r}")
+    if source == "file" and not arguments.get("audio_path"):
+        raise ValueError("launch argument audio_path is needed with audio_source:=file")
+    return {"source": source, "audio_path": arguments.get("audio_path", "")}
 
 
 def launch_configuration(arguments: dict[str, str]) -> tuple[dict, list[tuple[str, str]], str]:

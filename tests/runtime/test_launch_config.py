@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_arguments_mirror_parameters():
     names = [name for name, _, _ in LAUNCH_ARGUMENTS]
     extra = ["namespace", "params_file", "image", "depth", "camera_info", "camera_pose", "command"]
+    extra += ["voice", "audio_source", "audio_path"]
     assert names == [p.name for p in PARAMETERS] + extra
     assert all(isinstance(default, str) and description for _, default, description in LAUNCH_ARGUMENTS)
     described = {name: text for name, _, text in LAUNCH_ARGUMENTS}
@@ -160,3 +161,22 @@ def test_launch_file_is_a_thin_standard_adapter():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert {"LAUNCH_ARGUMENTS", "launch_configuration", "LifecycleNode", "ChangeState", "OnStateTransition"} <= imported
     assert '"lisa_node"' in source and "TRANSITION_CONFIGURE" in source and "TRANSITION_ACTIVATE" in source
+    assert '"speech_node"' in source and "speech_configuration" in imported
+
+
+def test_voice_arguments_start_the_speech_node():
+    from lisa_ros.runtime.launch_config import speech_configuration
+
+    assert speech_configuration({}) is None and speech_configuration({"voice": "false"}) is None
+    assert speech_configuration({"voice": "true"}) == {"source": "microphone", "audio_path": ""}
+    files = {"voice": "True", "audio_source": "file", "audio_path": "/data/commands"}
+    assert speech_configuration(files) == {"source": "file", "audio_path": "/data/commands"}
+    bad_cases = (
+        ({"voice": "yes"}, "true or false"),
+        ({"voice": "true", "audio_source": "mic"}, "microphone or file"),
+        ({"voice": "true", "audio_source": "file"}, "audio_path"),
+    )
+    for bad, match in bad_cases:
+        with pytest.raises(ValueError, match=match):
+            speech_configuration(bad)
+    assert launch_configuration({"voice": "true"}) == (defaults(), [], "lisa")  # lisa_node's own: unchanged
