@@ -15,12 +15,16 @@ test: setup
 # pipeline with the built-in demo model: output bag, metrics.json, report.html, printed metrics.
 # Every command is asked on its own (keep_conversation false): the demo model was trained on
 # single commands, not on follow-ups. Each command's target is then tracked on the later images;
-# --tracking-baseline also answers it again on each of them, to compare.
+# --tracking-baseline also answers it again on each of them, to compare. The voice leg then
+# speaks the same commands with espeak-ng (two voices in turn), recognises them as speech_node
+# does, and evaluates what was heard: word error rate, and gIoU next to the typed commands'.
 DEMO = outputs/demo
+DEMO_EVAL = $(VENV)/bin/lisa-eval-bag $(DEMO)/input/bag --script $(DEMO)/input/script.jsonl \
+	--image-topic /camera/color/image_raw --depth-topic /camera/depth/image_raw \
+	--camera-info-topic /camera/color/camera_info --pose-topic /camera/pose --target-frame map \
+	-p keep_conversation:=false
 demo: setup
 	rm -rf $(DEMO)
 	$(VENV)/bin/lisa-demo-bag --output $(DEMO)/input
-	$(VENV)/bin/lisa-eval-bag $(DEMO)/input/bag --script $(DEMO)/input/script.jsonl --output $(DEMO)/eval \
-		--image-topic /camera/color/image_raw --depth-topic /camera/depth/image_raw \
-		--camera-info-topic /camera/color/camera_info --pose-topic /camera/pose --target-frame map \
-		-p keep_conversation:=false --tracking-baseline
+	$(DEMO_EVAL) --output $(DEMO)/eval --tracking-baseline
+	$(DEMO_EVAL) --output $(DEMO)/eval_voice --voice en-us en-us+f3 --typed-metrics $(DEMO)/eval/metrics.json

@@ -51,6 +51,7 @@ setup(
         "sounddevice",
         "webrtcvad-wheels",
         "pocketsphinx>=5",
+        "jiwer",  # word error rates (the demo's voice leg, bench.speech)
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff==0.17.6"],

@@ -21,8 +21,9 @@ import tempfile
 import threading
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from .topics import BagTopics, requested_topics, select_inputs
 from .tracking import TrackedFrame, tracking_metrics, write_strips
 from .transforms import TransformTree
 from .typestore import typestore
+from .voice import speak_commands, voice_metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ def evaluate(
     progress: bool = True,
     report: bool = True,
     tracking_baseline: bool = False,
+    voices: Sequence[str] = (),
+    voice_speed: int = 160,
 ) -> Evaluation:
     """Run the node's pipeline over a bag; write the output bag, metrics.json and report.html.
 
@@ -92,6 +96,9 @@ def evaluate(
         report: write report.html.
         tracking_baseline: also answer each live target's command again on every tracked image
             (costly), to compare tracking with re-answering (metrics' tracking.reanswer_giou).
+        voices: espeak-ng voices: the voice leg (lisa_ros.bag.voice). The script's commands are
+            spoken in these voices in turn at `voice_speed` words per minute, recognised as the
+            speech node does, and what was heard is answered instead (metrics' "voice" section).
     Raises EvalError for a missing topic, an unreadable bag, a bad script or output (all but the
     model checked before the model loads). SIGINT or SIGTERM during the run (in the main thread)
     stops it after the message or command at hand: the outputs cover what was done, metrics.json
@@ -106,6 +113,8 @@ def evaluate(
     if output_format not in STORAGES:
         raise EvalError(f"output format must be mcap or sqlite3, got {output_format!r}")
     entries = load_script(script) if script is not None else None
+    if voices and entries is None:
+        raise EvalError("the voice leg speaks the script's commands: give --script")
     named = {"image": image_topic, "depth": depth_topic, "camera_info": camera_info_topic,
              "command": command_topic, "pose": pose_topic}  # fmt: skip
     topics, required = requested_topics(named, values["use_pose_topic"], script=entries is not None)
@@ -124,6 +133,10 @@ def evaluate(
             _check_times(entries, duration, script)
             _check_mask_sizes(entries, image_size, topics["image"])
         _prepare_output(output)
+        spoken = []
+        if voices:
+            spoken = speak_commands([entry.command for entry in entries], voices, voice_speed, progress=progress)
+            entries = [replace(entry, command=item.heard) for entry, item in zip(entries, spoken)]
         pipeline = pipeline or _load_pipeline(values)
         output_bag = OutputBag(output / "bag", output_format, store, reader.connections, namespace)
         runner = BagRunner(
@@ -149,6 +162,8 @@ def evaluate(
     metrics = {"complete": stopped_by is None, "stopped_by": stopped_by}
     metrics.update(compute_metrics(runner.answers, runner.counts, values["voxel_size"], image_size))
     metrics["tracking"] = tracking_metrics(runner.answers, runner.tracked, start, values["voxel_size"])
+    if voices:
+        metrics["voice"] = voice_metrics(spoken)
     metrics["input"] = {
         "bag": str(bag),
         "topics": inputs,

@@ -6,10 +6,12 @@ Argument parsing and the printed summary; the work is lisa_ros.bag.runner.evalua
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from lisa_ros.bag.errors import EvalError
 from lisa_ros.bag.runner import Evaluation, evaluate
@@ -26,6 +28,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:
+        typed = _typed_metrics(args.typed_metrics)
         evaluation = evaluate(
             args.bag,
             args.output,
@@ -40,13 +43,15 @@ def main(argv=None) -> int:
             output_format=args.output_format,
             progress=not args.no_progress,
             tracking_baseline=args.tracking_baseline,
+            voices=args.voice or (),
+            voice_speed=args.voice_speed,
         )
     except (EvalError, ValueError, OSError) as error:  # ValueError: a parameter; OSError: writing the outputs
         return fail("lisa-eval-bag", error, args.debug)
     except KeyboardInterrupt:  # before or after the run (during it, SIGINT stops it cleanly)
         print("lisa-eval-bag: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
-    print(summary(evaluation, time.perf_counter() - started))
+    print(summary(evaluation, time.perf_counter() - started, typed))
     if evaluation.stopped_by is not None:
         partial = f"partial outputs in {evaluation.output} (metrics.json: complete false)"
         print(f"lisa-eval-bag: stopped by {evaluation.stopped_by.name}: {partial}", file=sys.stderr)
@@ -88,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also answer each live target's command again on every tracked image, to compare (slow)",
     )
+    parser.add_argument(
+        "--voice",
+        nargs="+",
+        metavar="VOICE",
+        help="the voice leg: speak the script's commands with these espeak-ng voices in turn (e.g. en-us en-us+f3), "
+        "recognise them as speech_node does, and answer what was heard",
+    )
+    parser.add_argument("--voice-speed", type=int, default=160, help="espeak-ng words per minute (default 160)")
+    parser.add_argument(
+        "--typed-metrics", type=Path, help="metrics.json of the same bag with typed commands, compared in the summary"
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or set LISA_DEBUG=1)")
     return parser
 
@@ -108,9 +124,19 @@ def _params(args) -> dict:
     return params
 
 
-def summary(evaluation: Evaluation, seconds: float) -> str:
+def _typed_metrics(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise EvalError(f"cannot read the typed commands' metrics {path}: {error}") from error
+
+
+def summary(evaluation: Evaluation, seconds: float, typed: dict | None = None) -> str:
     """The printed summary: counts (truncated answers and conversation resets when any), gIoU/cIoU,
-    3D box IoU, total latency, the files written."""
+    3D box IoU, total latency, the voice leg (WER; gIoU against `typed`, another run's metrics),
+    the files written."""
     metrics = evaluation.metrics
     counts = metrics["counts"]
     lines = [
@@ -138,6 +164,7 @@ def summary(evaluation: Evaluation, seconds: float) -> str:
             f"latency total: median {total['median']:.3f} s, p90 {total['p90']:.3f} s, max {total['max']:.3f} s"
         )
     lines += _tracking_lines(metrics.get("tracking"))
+    lines += _voice_lines(metrics.get("voice"), metrics["segmentation_2d"], typed)
     output = evaluation.output
     lines.append(f"wrote {output / 'bag'}, {output / 'metrics.json'}, {output / 'report.html'}")
     return "\n".join(lines)
@@ -163,6 +190,24 @@ def _tracking_lines(tracking: dict | None) -> list[str]:
     latency = tracking["latency_s"]
     if latency["count"]:
         lines.append(f"tracking per image: median {latency['median']:.3f} s, p90 {latency['p90']:.3f} s")
+    return lines
+
+
+def _voice_lines(voice: dict | None, segmentation: dict | None, typed: dict | None) -> list[str]:
+    """The voice leg: word error rate (per voice), commands not sent, and voice gIoU next to typed."""
+    if not voice or not voice["count"]:
+        return []
+    per_voice = ", ".join(f"{name} {wer:.3f}" for name, wer in voice["wer_by_voice"].items())
+    lines = [
+        f"voice: WER {voice['wer']:.3f} ({per_voice}), {100 * voice['exact']:.0f} % heard exactly, "
+        f"{voice['not_sent']} not sent, recognition median {voice['recognition_s']['median']:.3f} s"
+    ]
+    typed_seg = (typed or {}).get("segmentation_2d")
+    if segmentation and typed_seg:
+        lines.append(
+            f"voice commands gIoU {segmentation['giou']:.4f}  typed {typed_seg['giou']:.4f}  "
+            f"(difference {segmentation['giou'] - typed_seg['giou']:+.4f})"
+        )
     return lines
 
 

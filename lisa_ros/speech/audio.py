@@ -168,3 +168,94 @@ class MicrophoneSource:
         if stream is not None:
             stream.stop()
             stream.close()
+
+
+# audio_common_msgs/AudioData (the mgonzs13 flavour) sample arrays, by preference, with their full scale.
+_SAMPLE_FIELDS = (("int16_data", 32768.0), ("float32_data", 1.0), ("int32_data", 2147483648.0),
+                  ("int8_data", 128.0), ("uint8_data", None))  # fmt: skip
+
+
+def audio_from_message(msg, rate: int, channels: int) -> tuple[np.ndarray, int, int]:
+    """An audio_common_msgs message -> (float samples in [-1, 1], rate, channels), duck-typed.
+
+    Two flavours exist on robots: ros-drivers' `AudioData` / `AudioDataStamped` (bytes of
+    S16LE PCM in `data`; the format comes from a separate AudioInfo topic, so here from
+    `rate` and `channels`) and mgonzs13's `AudioStamped` (typed sample arrays with their own
+    `info.rate` / `info.channels`) or its `AudioDataStamped` (arrays, format from the arguments).
+
+    Raises:
+        AudioError: a message with no samples in a known field.
+    """
+    if hasattr(msg, "header") and hasattr(msg, "audio"):  # the *Stamped types
+        msg = msg.audio
+    if hasattr(msg, "info") and hasattr(msg, "audio"):  # mgonzs13 Audio: its own format
+        rate, channels, msg = int(msg.info.rate), int(msg.info.channels), msg.audio
+    if hasattr(msg, "data"):  # ros-drivers AudioData
+        raw = np.frombuffer(bytes(msg.data), np.uint8)
+        samples = raw[: len(raw) // 2 * 2].view("<i2").astype(np.float32) / 32768.0
+    else:
+        for name, scale in _SAMPLE_FIELDS:
+            values = np.asarray(getattr(msg, name, ()))
+            if values.size:
+                if scale is None:  # unsigned 8-bit PCM is offset by 128
+                    samples = (values.astype(np.float32) - 128.0) / 128.0
+                else:
+                    samples = values.astype(np.float32) / scale
+                break
+        else:
+            raise AudioError("an audio message with no samples (no int16/float32/int32/int8/uint8 data)")
+    return samples, rate, channels
+
+
+class StreamSource:
+    """Frames from audio pushed in chunks by another thread (an audio topic's callback).
+
+    `push` mixes to mono, resamples to 16 kHz (soxr's streaming resampler, so chunk edges add
+    no clicks) and queues whole frames; iterating yields them until `stop`.
+
+    Arguments:
+        frame_ms (int): frame length, 10, 20 or 30 ms.
+        max_queued_s (float): audio beyond this backlog is dropped (the recogniser fell behind).
+    """
+
+    def __init__(self, frame_ms: int = 30, max_queued_s: float = 30.0):
+        self.frame_ms = frame_ms
+        self._frames: queue.Queue = queue.Queue(maxsize=max(1, int(max_queued_s * 1000 / frame_ms)))
+        self._pending = np.zeros(0, np.int16)
+        self._resampler = None
+        self._rate = None
+        self._stopped = False
+        self.dropped_frames = 0
+
+    def push(self, samples: np.ndarray, rate: int, channels: int = 1) -> None:
+        """Queue float audio in [-1, 1] (interleaved when `channels` > 1) recorded at `rate` Hz."""
+        if rate <= 0 or channels <= 0:
+            raise AudioError(f"audio with rate {rate} Hz and {channels} channels cannot be read")
+        samples = np.asarray(samples, np.float32)
+        mono = samples[: len(samples) // channels * channels].reshape(-1, channels).mean(axis=1)
+        if rate != SAMPLE_RATE:
+            if self._rate != rate:
+                import soxr
+
+                self._resampler, self._rate = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32"), rate
+            mono = self._resampler.resample_chunk(mono)
+        self._pending = np.concatenate([self._pending, to_int16(mono)])
+        size = frame_samples(self.frame_ms)
+        whole = len(self._pending) // size * size
+        for start in range(0, whole, size):
+            try:
+                self._frames.put_nowait(self._pending[start:start + size])
+            except queue.Full:
+                self.dropped_frames += 1
+        self._pending = self._pending[whole:]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while not self._stopped:
+            try:
+                yield self._frames.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def stop(self) -> None:
+        """End the iteration."""
+        self._stopped = True
