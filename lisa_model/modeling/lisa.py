@@ -1,12 +1,15 @@
 """The LISA model: a LLaVA-style multimodal LLaMA whose [SEG] tokens prompt SAM."""
 
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import LisaConfig
+from ..decoding import FullSequenceDecoder, TokenDecoder
 from ..losses import LisaLoss, LossWeights, combine_losses, mask_losses
 from ..processing.image import postprocess_masks
 from ..processing.tokenization import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -40,8 +43,9 @@ class GenerationOutput:
     token_ids: list[int]  # generated ids, ending with EOS unless cut by max_new_tokens or the context
     seg_hidden_states: torch.Tensor  # [N_seg, H], final-layer states that predicted each [SEG]
     cache: object | None  # the KV cache holding the prompt and all generated tokens but the last
-    timings: dict[str, float]  # seconds: "prefill" (the prompt) and "decode" (the new tokens)
+    timings: dict[str, float]  # seconds: "prefill" (the prompt, its first token) and "decode" (the others)
     limited_by_context: bool = False  # max_new_tokens was lowered to the room left in the context
+    stopped: bool = False  # the on_token callback ended the answer
 
 
 @dataclass
@@ -139,44 +143,57 @@ class LisaModel(nn.Module):
         max_new_tokens: int,
         cache=None,
         use_cache: bool = True,
+        decoder: TokenDecoder | FullSequenceDecoder | None = None,
+        on_token: Callable[[int, torch.Tensor], bool] | None = None,
     ) -> GenerationOutput:
         """Greedy decoding from `prompt_embeds` [1,T,H], stopping at EOS.
 
-        With `use_cache` the prompt is encoded once (on top of `cache`, which may hold
-        an earlier prefix) and each new token costs one position. Without it, every step
-        re-runs the whole sequence, as the reference does (kept for comparisons).
+        Arguments:
+            prompt_embeds (Tensor [1,T,H]): the prompt's input embeddings (after `cache`'s prefix).
+            max_new_tokens (int): most tokens to generate (lowered to the room left in the context).
+            cache: a KV cache holding an earlier prefix of the prompt, extended in place;
+                None: an empty one from the decoder.
+            use_cache (bool): False re-runs the whole sequence for every new token, as the
+                reference does (kept for comparisons); ignored when `decoder` is given.
+            decoder (TokenDecoder | FullSequenceDecoder | None): the prefill and step
+                functions (lisa_model.decoding); None: an eager one.
+            on_token (callable(token_id, hidden [H]) -> bool | None): called with each new
+                token the moment it is chosen, and the final-layer hidden state that chose it
+                (a [SEG]'s mask prompt before projection); returning True stops generation
+                after that token. Its time is not counted in "decode".
+
         The hidden state that predicts each [SEG] is kept as it is produced, so the
         [SEG] embeddings need no second pass.
         """
-        backbone = self.language_model.model
-        lm_head = self.language_model.get_output_embeddings()
-        embed = self.language_model.get_input_embeddings()
-        past = cache.get_seq_length() if cache is not None else 0
+        if decoder is None:
+            decoder = TokenDecoder(self.language_model) if use_cache else FullSequenceDecoder(self.language_model)
+        if cache is None:
+            cache = decoder.empty_cache()
+        past = int(cache.get_seq_length()) if cache is not None else 0
         room = self.config.llm.max_position_embeddings - past - prompt_embeds.shape[1]
         limited_by_context = room < max_new_tokens
         max_new_tokens = min(max_new_tokens, room)
+        device = prompt_embeds.device
         timings: dict[str, float] = {}
-        sequence = prompt_embeds
-        with timed(timings, "prefill", prompt_embeds.device):
-            out = backbone(inputs_embeds=sequence, cache=cache if use_cache else None, use_cache=use_cache)
-        cache = out.cache if use_cache else None
+        with timed(timings, "prefill", device):
+            hidden, token = decoder.prefill(prompt_embeds, cache)
         tokens: list[int] = []
         seg_hidden = []
-        with timed(timings, "decode", prompt_embeds.device):
+        stopped = False
+        callback_seconds = 0.0
+        with timed(timings, "decode", device):
             for step in range(max_new_tokens):
-                hidden = out.last_hidden_state[:, -1]
-                token = int(lm_head(hidden).argmax(-1))
                 tokens.append(token)
                 if token == self.config.seg_token_id:
                     seg_hidden.append(hidden[0])
-                if token == self.config.llm.eos_token_id or step == max_new_tokens - 1:
+                if on_token is not None:
+                    start = time.perf_counter()
+                    stopped = bool(on_token(token, hidden[0]))
+                    callback_seconds += time.perf_counter() - start
+                if stopped or token == self.config.llm.eos_token_id or step == max_new_tokens - 1:
                     break
-                next_embed = embed(torch.tensor([[token]], device=prompt_embeds.device))
-                if use_cache:
-                    out = backbone(inputs_embeds=next_embed, cache=cache, use_cache=True)
-                else:
-                    sequence = torch.cat([sequence, next_embed], dim=1)
-                    out = backbone(inputs_embeds=sequence, use_cache=False)
+                hidden, token = decoder.step(token, cache)
+        timings["decode"] -= callback_seconds
         hidden_size = self.config.hidden_size
         states = torch.stack(seg_hidden) if seg_hidden else prompt_embeds.new_zeros((0, hidden_size))
         return GenerationOutput(
@@ -185,6 +202,7 @@ class LisaModel(nn.Module):
             cache=cache,
             timings=timings,
             limited_by_context=limited_by_context,
+            stopped=stopped,
         )
 
     # Training / teacher-forced forward.
