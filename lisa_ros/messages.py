@@ -14,11 +14,12 @@ import importlib
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import Image, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from .msg import SegmentationResult, Target, TargetArray
+from .runtime import codec, detection_fields
 from .runtime import message_fields as fields
 from .runtime.tracking import TargetStatus, TrackingUpdate
 from .runtime.types import Result
@@ -140,3 +141,42 @@ def markers_msg(result: Result, namespace: str = "lisa") -> MarkerArray:
     """DELETEALL (old markers vanish), then per region: a CUBE (oriented box), a SPHERE
     at the centroid and a TEXT_VIEW_FACING label with the command."""
     return build(MarkerArray, fields.markers_fields(result, namespace))
+
+
+# --- vision_msgs (optional) -------------------------------------------------------------
+
+VISION_MSGS_MISSING = (
+    "vision_msgs is not installed: no detections/detections_3d outputs "
+    "(on a robot: apt install ros-$ROS_DISTRO-vision-msgs)"
+)
+
+
+def vision_msgs_classes() -> dict | None:
+    """{output name: vision_msgs message class} for the detection outputs, or None when
+    vision_msgs is not installed (the node then logs VISION_MSGS_MISSING once and has no such outputs)."""
+    try:
+        vision = importlib.import_module("vision_msgs.msg")
+    except ImportError:
+        return None
+    return {"detections": vision.Detection2DArray, "detections_3d": vision.Detection3DArray}
+
+
+def detection_messages(result: Result, classes: dict) -> list[tuple[str, object]]:
+    """The vision_msgs messages of a result: (output name, message); `classes` from vision_msgs_classes()."""
+    return [(name, build(classes[name], values)) for name, values in detection_fields.result_detection_outputs(result)]
+
+
+def tracking_detection_messages(update: TrackingUpdate, classes: dict) -> list[tuple[str, object]]:
+    """The vision_msgs messages of a tracked image: (output name, message)."""
+    return [
+        (name, build(classes[name], values)) for name, values in detection_fields.tracking_detection_outputs(update)
+    ]
+
+
+# --- compressed images (optional: publish_compressed) -----------------------------------
+
+
+def compressed_messages(messages: list[tuple[str, object]]) -> list[tuple[str, CompressedImage]]:
+    """`mask/compressed` (png) and `overlay/compressed` (jpeg) of the mask and overlay among
+    `messages` (result_messages' or tracking_messages' pairs), image_transport's topic names."""
+    return [(name, build(CompressedImage, values)) for name, values in codec.compressed_outputs(messages)]

@@ -124,3 +124,6 @@ fi
 rm -f "$colcon_log"
 
 log "done: $VENV"
+# install/setup.bash does not put the venv (the ROS wheels: std_msgs, ...) on AMENT_PREFIX_PATH;
+# where a ROS command line (ros2) is installed, this line makes it see everything (docs/ros.md).
+log "ROS command line: source $VENV/bin/activate && source $ROOT/install/setup.bash && export AMENT_PREFIX_PATH=\"\$AMENT_PREFIX_PATH:$VENV\""

@@ -2,7 +2,7 @@
 
 Arrows go one way: `lisa_model` imports nothing of ours; the ROS-free rooms of `lisa_ros`
 (runtime, geometry, bag, synthetic, cli) import `lisa_model` and each other but never ROS;
-only the ROS room (lisa_ros/node.py, lisa_ros/speech_node.py, lisa_ros/say_node.py,
+only the ROS room (lisa_ros/node/, lisa_ros/speech_node.py, lisa_ros/say_node.py,
 lisa_ros/messages.py) imports rclpy and message packages; geometry, the codecs and the speech
 core never import torch (speech's Whisper engine imports it in its constructor, checked at run
 time below); `training` and `bench` use public names only and never the ROS room; nothing but

@@ -44,7 +44,8 @@ def latency_values(answers: list[Answer]) -> dict[str, list[float]]:
 def compute_metrics(answers: list[Answer], counts: dict, voxel_size: float, image_size: tuple[int, int]) -> dict:
     """gIoU/cIoU (lisa_model.metrics) over commands with 2D truth; over those with a 3D box,
     the IoU of the first region's axis-aligned box (grown by one voxel, metres) with it and the
-    centroid error; latency statistics per stage; counts (with the answers cut at the context
+    centroid error; latency statistics per stage (first_mask: to the first mask, total: to the
+    whole answer, each from the start of answering); counts (with the answers cut at the context
     limit and the conversations dropped to make room). Fills each Answer's scores.
 
     `image_size` (H, W): the bag's images', the size of an answer without an image (an error).
@@ -138,6 +139,7 @@ def _command_row(item: Answer) -> dict:
         "region_status": result.region_status,
         "truncated": result.truncated,
         "conversation_reset": result.conversation_reset,
+        "first_mask_s": result.timings.get("first_mask"),
         "total_s": result.timings.get("total"),
     }
 

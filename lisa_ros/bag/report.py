@@ -79,6 +79,7 @@ def _row(item: Answer) -> dict:
         "notes": ", ".join(note for note, flag in notes if flag),
         "iou": item.iou,
         "iou_3d": item.iou_3d,
+        "first_mask_s": result.timings.get("first_mask"),
         "total_s": result.timings.get("total"),
         "overlay": item.overlay,
     }

@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
+import uuid
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -159,7 +160,7 @@ def evaluate(
         reader.close()
 
     stopped_by = runner.stopped_by.name if runner.stopped_by else None
-    metrics = {"complete": stopped_by is None, "stopped_by": stopped_by}
+    metrics = {"complete": stopped_by is None, "stopped_by": stopped_by, "session_id": runner.session_id}
     metrics.update(compute_metrics(runner.answers, runner.counts, values["voxel_size"], image_size))
     metrics["tracking"] = tracking_metrics(runner.answers, runner.tracked, start, values["voxel_size"])
     if voices:
@@ -203,6 +204,7 @@ class BagRunner:
         self.pipeline, self.store, self.output = pipeline, store, output
         self.tracked: list[TrackedFrame] = []
         self._image_time: int | None = None  # log time of an image not tracked yet
+        self.session_id = str(uuid.uuid4())  # as the node's: command ids restart with each run
         self._baseline = None
         if tracking_baseline:  # its own predictor (own image and KV caches) over the same model
             from lisa_model import LisaPredictor
@@ -330,6 +332,7 @@ class BagRunner:
         """Answer a command at once on the newest frame and write the node's outputs at `log_time`."""
         self.counts["commands"] += 1
         result = self.pipeline.answer(self.counts["commands"], command, log_time)  # ids 1, 2, ...
+        result.session_id = self.session_id
         result.timings = {"queue_wait": 0.0, **result.timings}  # answered at once: no queue
         if result.status == Status.ERROR:
             self.counts["errors"] += 1

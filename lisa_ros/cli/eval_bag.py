@@ -135,7 +135,7 @@ def _typed_metrics(path: Path | None) -> dict | None:
 
 def summary(evaluation: Evaluation, seconds: float, typed: dict | None = None) -> str:
     """The printed summary: counts (truncated answers and conversation resets when any), gIoU/cIoU,
-    3D box IoU, total latency, the voice leg (WER; gIoU against `typed`, another run's metrics),
+    3D box IoU, latency to the first mask and total, the voice leg (WER; gIoU against `typed`, another run's metrics),
     the files written."""
     metrics = evaluation.metrics
     counts = metrics["counts"]
@@ -158,11 +158,13 @@ def summary(evaluation: Evaluation, seconds: float, typed: dict | None = None) -
             f"3D box IoU {r3['mean_box_iou']:.4f}  Acc@0.25 {r3['acc_at_0.25']:.3f}  Acc@0.5 {r3['acc_at_0.5']:.3f}"
             + (f"  centroid error median {median:.3f} m" if median is not None else "")
         )
-    total = metrics["latency_s"].get("total")
-    if total and total["count"]:
-        lines.append(
-            f"latency total: median {total['median']:.3f} s, p90 {total['p90']:.3f} s, max {total['max']:.3f} s"
-        )
+    for stage, name in (("first_mask", "latency to first mask"), ("total", "latency total")):
+        latency = metrics["latency_s"].get(stage)
+        if latency and latency["count"]:
+            lines.append(
+                f"{name}: median {latency['median']:.3f} s, p90 {latency['p90']:.3f} s, max {latency['max']:.3f} s"
+                + (f" ({latency['count']} answers with a mask)" if stage == "first_mask" else "")
+            )
     lines += _tracking_lines(metrics.get("tracking"))
     lines += _voice_lines(metrics.get("voice"), metrics["segmentation_2d"], typed)
     output = evaluation.output

@@ -7,6 +7,7 @@ width, encoding, is_bigendian, step, data) or sensor_msgs/CompressedImage
 """
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -125,8 +126,16 @@ def depth_to_meters(msg, depth_scale: float = 1000.0) -> np.ndarray:
     """
     if not depth_scale > 0:
         raise ValueError(f"depth_scale must be positive, got {depth_scale}")
-    _, pixels = _unpack(msg, DEPTH_ENCODINGS)
-    return geometry.depth_to_meters(pixels[:, :, 0], depth_scale)
+    return geometry.depth_to_meters(depth_pixels(msg)[1], depth_scale)
+
+
+def depth_pixels(msg) -> tuple[str, np.ndarray]:
+    """(encoding, [H,W] raw values) of a depth sensor_msgs/Image (16UC1, mono16: integers; 32FC1: floats).
+
+    Raises ImageError as image_to_rgb does.
+    """
+    encoding, pixels = _unpack(msg, DEPTH_ENCODINGS)
+    return encoding, pixels[:, :, 0]
 
 
 def compressed_to_rgb(msg) -> np.ndarray:
@@ -237,7 +246,7 @@ def encode_compressed(array: np.ndarray, fmt: str = "jpeg", quality: int = 90) -
 
     Returns:
       (format, data): image_transport's format string ("rgb8; jpeg compressed bgr8",
-        "mono8; png compressed mono8", ...) and the compressed bytes.
+        "mono8; png compressed ", ...) and the compressed bytes.
     """
     if fmt not in ("jpeg", "png"):
         raise ValueError(f"fmt must be 'jpeg' or 'png', got {fmt!r}")
@@ -248,5 +257,39 @@ def encode_compressed(array: np.ndarray, fmt: str = "jpeg", quality: int = 90) -
     buffer = io.BytesIO()
     options = {"quality": quality} if fmt == "jpeg" else {}
     Image.fromarray(array).save(buffer, format=fmt.upper(), **options)
-    encoding, target = ("mono8", "mono8") if array.ndim == 2 else ("rgb8", "bgr8")
-    return f"{encoding}; {fmt} compressed {target}", buffer.getvalue()
+    # As image_transport's compressed plugin writes it: the colour target only for colour images.
+    described = f"mono8; {fmt} compressed " if array.ndim == 2 else f"rgb8; {fmt} compressed bgr8"
+    return described, buffer.getvalue()
+
+
+# The outputs that also go out compressed (publish_compressed), and how: png keeps a mask exact.
+COMPRESSED_OUTPUTS = {"mask": "png", "overlay": "jpeg"}
+
+
+def compressed_image_fields(msg, fmt: str, quality: int = 90) -> dict:
+    """The fields of a sensor_msgs/CompressedImage holding an rgb8 or mono8 image.
+
+    Arguments:
+      msg: a sensor_msgs/Image (rgb8 or mono8), or its fields as a dict (as
+        lisa_ros.runtime.message_fields gives them).
+      fmt (str): "jpeg" or "png".
+      quality (int): JPEG quality, 1..95.
+
+    Returns:
+      dict(header: msg's, format: image_transport's format string, data: bytes).
+    """
+    image = SimpleNamespace(**msg) if isinstance(msg, dict) else msg
+    encoding, pixels = _unpack(image, ("rgb8", "mono8"))
+    described, data = encode_compressed(pixels[:, :, 0] if encoding == "mono8" else pixels, fmt, quality)
+    return {"header": image.header, "format": described, "data": data}
+
+
+def compressed_outputs(outputs) -> list[tuple[str, dict]]:
+    """The compressed twins of the mask and overlay among `outputs` ((output name, Image message
+    or fields) pairs): (`mask/compressed`, png fields), (`overlay/compressed`, jpeg fields),
+    image_transport's topic names, in the order of `outputs`."""
+    return [
+        (f"{name}/compressed", compressed_image_fields(image, COMPRESSED_OUTPUTS[name]))
+        for name, image in outputs
+        if name in COMPRESSED_OUTPUTS
+    ]

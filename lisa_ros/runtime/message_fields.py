@@ -133,18 +133,19 @@ def _image(fields: dict, header: dict) -> dict:
     return {"header": header, **fields}
 
 
-def _point(values) -> dict:
+def point_fields(values) -> dict:
     x, y, z = (float(v) for v in values)
     return {"x": x, "y": y, "z": z}
 
 
-def _pose(position, quaternion=(0.0, 0.0, 0.0, 1.0)) -> dict:
+def pose_fields(position, quaternion=(0.0, 0.0, 0.0, 1.0)) -> dict:
     x, y, z, w = (float(v) for v in quaternion)
-    return {"position": _point(position), "orientation": {"x": x, "y": y, "z": z, "w": w}}
+    return {"position": point_fields(position), "orientation": {"x": x, "y": y, "z": z, "w": w}}
 
 
-def _box_pose(region) -> dict:
-    return _pose(region.obb_center, quaternion_from_matrix(region.obb_rotation))
+def box_pose_fields(region) -> dict:
+    """geometry_msgs/Pose of a region's oriented box (the markers, SegmentationResult.box_poses, detections)."""
+    return pose_fields(region.obb_center, quaternion_from_matrix(region.obb_rotation))
 
 
 def result_fields(result: Result) -> dict:
@@ -158,6 +159,7 @@ def result_fields(result: Result) -> dict:
         "header": header,
         "command_stamp": time_fields(result.stamp),
         "command_id": int(result.command_id),
+        "session_id": result.session_id,
         "command": result.command,
         "answer": result.answer,
         "status": int(result.status),
@@ -165,20 +167,22 @@ def result_fields(result: Result) -> dict:
         "truncated": bool(result.truncated),
         "conversation_reset": bool(result.conversation_reset),
         "notice": result.notice,
+        "early": bool(result.early),
         "masks": [_image(codec.mask_to_mono8_fields(mask), header) for mask in result.masks],
         "scores": [float(v) for v in np.asarray(result.scores, np.float32)],
         "boxes": [dict(zip(("x_min", "y_min", "x_max", "y_max"), (int(v) for v in b))) for b in result.boxes],
         "region_status": result.region_status,
         "region_frame": result.region_frame,
+        "depth_stamp": time_fields(result.depth_stamp),
         "timing_stages": list(result.timings),
         "timing_seconds": [float(value) for value in result.timings.values()],
     }
     if any(region is not None for region in result.regions):
         nan = float("nan")
         regions = result.regions
-        fields["centroids"] = [_point(r.centroid) if r is not None else _point((nan,) * 3) for r in regions]
-        fields["box_poses"] = [_box_pose(r) if r is not None else _pose((nan,) * 3) for r in regions]
-        fields["box_sizes"] = [_point(r.obb_size) if r is not None else _point((0.0,) * 3) for r in regions]
+        fields["centroids"] = [point_fields(r.centroid) if r is not None else point_fields((nan,) * 3) for r in regions]
+        fields["box_poses"] = [box_pose_fields(r) if r is not None else pose_fields((nan,) * 3) for r in regions]
+        fields["box_sizes"] = [point_fields(r.obb_size) if r is not None else point_fields((0.0,) * 3) for r in regions]
         fields["point_counts"] = [int(r.point_count) if r is not None else 0 for r in regions]
     return fields
 
@@ -263,7 +267,7 @@ def markers_fields(result: Result, namespace: str = "lisa") -> dict:
                 **common,
                 "id": 3 * index,
                 "type": MARKER_CUBE,
-                "pose": _box_pose(region),
+                "pose": box_pose_fields(region),
                 "scale": {"x": sx, "y": sy, "z": sz},
                 "color": _color(0.1, 0.9, 0.2, 0.4),
             }
@@ -273,7 +277,7 @@ def markers_fields(result: Result, namespace: str = "lisa") -> dict:
                 **common,
                 "id": 3 * index + 1,
                 "type": MARKER_SPHERE,
-                "pose": _pose(region.centroid),
+                "pose": pose_fields(region.centroid),
                 "scale": {"x": 0.03, "y": 0.03, "z": 0.03},
                 "color": _color(1.0, 0.2, 0.1, 0.9),
             }
@@ -283,7 +287,7 @@ def markers_fields(result: Result, namespace: str = "lisa") -> dict:
                 **common,
                 "id": 3 * index + 2,
                 "type": MARKER_TEXT_VIEW_FACING,
-                "pose": _pose(region.obb_center),
+                "pose": pose_fields(region.obb_center),
                 "scale": {"x": 0.0, "y": 0.0, "z": 0.05},
                 "color": _color(1.0, 1.0, 1.0, 1.0),
                 "text": label,
@@ -296,11 +300,12 @@ def _region_fields(region) -> dict:
     """Target's 3D fields of a TargetRegion (NaN centroid and box position, zeros, when None)."""
     if region is None:
         nan = (float("nan"),) * 3
-        return {"centroid": _point(nan), "box_pose": _pose(nan), "box_size": _point((0.0,) * 3), "point_count": 0}
+        return {"centroid": point_fields(nan), "box_pose": pose_fields(nan), "box_size": point_fields((0.0,) * 3),
+                "point_count": 0}  # fmt: skip
     return {
-        "centroid": _point(region.centroid),
-        "box_pose": _box_pose(region),
-        "box_size": _point(region.obb_size),
+        "centroid": point_fields(region.centroid),
+        "box_pose": box_pose_fields(region),
+        "box_size": point_fields(region.obb_size),
         "point_count": int(region.point_count),
     }
 

@@ -58,7 +58,29 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         ("", "llava_v1", "llava_llama_2"),
     ),
     ParameterSpec("max_new_tokens", 128, "most tokens generated per answer", min=1, max=4096),
-    ParameterSpec("use_compressed_image", False, "subscribe to sensor_msgs/CompressedImage (jpeg/png) on image"),
+    ParameterSpec(
+        "decode_mode",
+        "eager",
+        "how each answer token is computed: eager (fastest on a CPU, measured), static (a fixed-size "
+        "KV cache), compiled (static, compiled with torch.compile: for CUDA, where it replays as a CUDA graph)",
+        ("eager", "static", "compiled"),
+    ),
+    ParameterSpec(
+        "short_answer",
+        False,
+        "stop generating right after the last [SEG] (no explanation: the first mask and the result come sooner)",
+    ),
+    ParameterSpec(
+        "pre_encode",
+        True,
+        "encode the newest image (CLIP and SAM) while no command waits, so a command on it starts with "
+        "the language model at once",
+    ),
+    ParameterSpec(
+        "use_compressed_image",
+        False,
+        "subscribe to image/compressed (sensor_msgs/CompressedImage, image_transport's naming) instead of image",
+    ),
     ParameterSpec("reliable_inputs", False, "reliable input QoS; false: sensor-data QoS (best effort, depth 1)"),
     ParameterSpec("queue_size", 64, "most commands waiting; more are answered with an error", min=1, max=1024),
     ParameterSpec(
@@ -81,6 +103,12 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
     ParameterSpec("keep_conversation", True, "answer follow-up commands in the context of earlier ones until a reset"),
     ParameterSpec("publish_overlay", True, "publish overlay, the image with the masks drawn on it (rgb8)"),
+    ParameterSpec(
+        "publish_compressed",
+        False,
+        "also publish mask/compressed (png) and overlay/compressed (jpeg), sensor_msgs/CompressedImage "
+        "with image_transport's names, for bandwidth-limited links",
+    ),
     ParameterSpec(
         "depth_scale",
         1000.0,

@@ -35,6 +35,7 @@ class View:
     intrinsics: geometry.CameraIntrinsics
     pose: np.ndarray | None
     region_frame: str
+    depth_stamp: int = 0  # the stamp of the depth image used, nanoseconds
 
 
 # Node parameters that are RegionLifter attributes of the same name.
@@ -129,6 +130,13 @@ class RegionLifter:
             raise LookupError(message)
         return item.value, item.frame_id
 
+    def has_depth(self, stamp: int) -> bool | None:
+        """Whether a cached depth image and camera_info are within max_depth_skew of `stamp`;
+        None when no depth image was ever cached (depth is not in use)."""
+        if not len(self._depths):
+            return None
+        return all(cache.within(stamp, self.max_depth_skew) is not None for cache in (self._depths, self._camera_infos))
+
     def inputs_awaited(self, frame: Frame) -> bool:
         """True when `frame` relies on the cached depth, camera_info (and camera poses) and one
         of them for its stamp has not arrived yet, but may (StampCache.awaited)."""
@@ -182,7 +190,7 @@ class RegionLifter:
             return np.zeros((0, 3)), None, f"failed: {type(error).__name__}: {error}"
 
     def _inputs(self, frame: Frame, rgb: np.ndarray):
-        """((depth, intrinsics, pose | None, region frame), note) for `frame`, or (None, reason)."""
+        """((depth, intrinsics, pose | None, region frame, depth stamp), note) for `frame`, or (None, reason)."""
         if frame.depth is not None:  # the frame brings its own (bag evaluator, datasets)
             depth_item = Stamped(frame.stamp, frame.depth_frame_id or frame.frame_id)
             if callable(frame.depth):
@@ -232,7 +240,7 @@ class RegionLifter:
         camera_frame = depth_item.frame_id or frame.frame_id
         if frame.depth is not None:
             if frame.pose is None:
-                return (depth, intrinsics, None, camera_frame), ""
+                return (depth, intrinsics, None, camera_frame, depth_item.stamp), ""
             pose, region_frame = np.asarray(frame.pose, dtype=np.float64), frame.target_frame
         elif self.pose_lookup is not None:
             try:
@@ -248,7 +256,7 @@ class RegionLifter:
                     f"target_frame {self.target_frame!r} is unreachable (no tf2_ros and no pose_topic): "
                     f"regions are in the camera frame {camera_frame!r}"
                 )
-            return (depth, intrinsics, None, camera_frame), note
+            return (depth, intrinsics, None, camera_frame, depth_item.stamp), note
         if not geometry.is_valid_pose(pose):
             return None, "the camera pose is invalid (not a finite rigid transform)"
-        return (depth, intrinsics, pose, region_frame), ""
+        return (depth, intrinsics, pose, region_frame, depth_item.stamp), ""

@@ -64,6 +64,17 @@ class StampCache:
                 best = item
         return best
 
+    def within(self, stamp: int, max_skew: float) -> Stamped | None:
+        """The item nearest to `stamp` when it is at most `max_skew` seconds away (any distance
+        when max_skew is 0); None when there is none."""
+        item = self.nearest(stamp)
+        if item is None or (max_skew > 0 and abs(item.stamp - stamp) > max_skew * NS_PER_S):
+            return None
+        return item
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
 
     def awaited(self, stamp: int, max_skew: float) -> bool:
         """True when items come in but none is within `max_skew` seconds of `stamp` and none
@@ -81,7 +92,5 @@ def skew_error(what: str, item: Stamped, stamp: int, max_skew: float) -> str:
     """Why `item` is too far from `stamp` (seconds apart > max_skew > 0), or ""."""
     skew = abs(item.stamp - int(stamp)) / NS_PER_S
     if max_skew > 0 and skew > max_skew:
-        return (
-            f"the nearest {what} is {skew:.3f} s apart from the image (max_depth_skew is {max_skew:g} s)"
-        )
+        return f"the nearest {what} is {skew:.3f} s apart from the image (max_depth_skew is {max_skew:g} s)"
     return ""

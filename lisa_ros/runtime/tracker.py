@@ -55,6 +55,7 @@ class Tracker:
         self._last_target_id = 0
         self._tracked: Frame | None = None  # the last frame tracked or answered
         self._awaiting: tuple[Frame, float] | None = None  # a frame waiting for its depth, since when
+        self._embedded: tuple[Frame, object] | None = None  # the last frame tracked, SAM's embedding of it
         self.frames_tracked = 0
         self.frames_skipped = 0  # frames replaced by newer ones before they were tracked
 
@@ -162,6 +163,13 @@ class Tracker:
             self.targets = [target for target in self.targets if target.status != TargetStatus.DROPPED]
             return TrackingUpdate(frame.stamp, frame.frame_id, rgb, reported, timings)
 
+    def embedding_of(self, frame: Frame):
+        """SAM's embedding (lisa_model.ImageEmbedding) of `frame` when the last tracking step
+        computed it, else None: pre-encoding the frame then needs CLIP only."""
+        with self._lock:
+            embedded = self._embedded
+        return embedded[1] if embedded is not None and embedded[0] is frame else None
+
     def _awaits_inputs(self, frame: Frame) -> bool:
         """True while the frame's own depth or camera_info may still arrive, for at most
         AWAIT_INPUTS_S seconds of wall time (the camera may have stopped sending depth)."""
@@ -184,6 +192,7 @@ class Tracker:
             return None
         step = time.perf_counter()
         embedded = self.pipeline.predictor.embed_image(rgb)
+        self._embedded = (frame, embedded)
         timings["sam_encoder"] = time.perf_counter() - step
         step = time.perf_counter()
         embeddings = torch.stack([target.embedding for target in self.targets])

@@ -31,6 +31,7 @@ class Stage(str, enum.Enum):
     QUEUED = "queued"
     ENCODING_IMAGE = "encoding_image"
     GENERATING = "generating"
+    MASK = "mask"  # an early result: a [SEG] was generated and its mask decoded (Pipeline.answer's on_early)
     DONE = "done"
 
 
@@ -54,6 +55,8 @@ class Frame:
     pose (ndarray float [4,4] | None): camera-to-target_frame transform; None: the
         region stays in the camera frame (used only with `depth`).
     target_frame (str): the frame `pose` maps into.
+    received (float): when the pipeline received it (time.perf_counter seconds; 0: unknown),
+        to tell which frames came before a command.
     """
 
     stamp: int
@@ -66,6 +69,7 @@ class Frame:
     intrinsics: object = None
     pose: np.ndarray | None = None
     target_frame: str = ""
+    received: float = 0.0
 
     def image(self) -> np.ndarray:
         """The decoded RGB image; raises ValueError with the reason when the frame is invalid."""
@@ -97,6 +101,7 @@ class Result:
     """The answer to one command.
 
     command_id (int): the caller's id of the command.
+    session_id (str): the id of the node run that answered it (command ids restart with each run).
     command (str): the command as received.
     stamp (int): when the command was received, nanoseconds.
     frame_stamp (int): stamp of the image answered, nanoseconds; 0 when no image was used.
@@ -110,7 +115,8 @@ class Result:
     boxes (ndarray int32 [N,4]): x_min, y_min, x_max, y_max of each mask, inclusive
         pixel bounds; -1 for an empty mask.
     timings (dict[str, float]): seconds per stage (queue_wait, clip, sam_encoder,
-        tokenize, prefill, decode, mask_decoder, postprocess, regions, total).
+        tokenize, prefill, decode, mask_decoder, postprocess, regions), from the start of the
+        answer to its first mask (first_mask, with a mask) and to its end (total).
     image (ndarray uint8 [H,W,3] | None): the image answered (not a copy), for overlays.
     canceled (bool): the command was canceled before it was answered (status ERROR).
     regions (list[lisa_ros.geometry.TargetRegion | None]): one per mask when any region
@@ -118,11 +124,15 @@ class Result:
     region_frame (str): the frame of the regions' coordinates (target_frame, or the
         depth camera's optical frame).
     region_status (str): why regions are missing ("" when every mask has one).
+    depth_stamp (int): stamp of the depth image the regions came from, nanoseconds; 0 when none.
     truncated (bool): the answer was cut short because the model's context is full.
     conversation_reset (bool): the earlier turns were dropped so that the command fits the context.
     notice (str): what the two flags above mean for this answer, in words ("" when neither is set).
     targets (list[lisa_ros.runtime.tracking.TrackedTarget]): the live targets this answer
         started (one per mask, with tracking on) and the ones it ended.
+    early (bool): an early result, sent the moment a [SEG] is generated: the answer so far
+        (ending with that [SEG]), the masks so far (the final result's first ones, equal), no 3D
+        regions, timings first_mask and mask (to this mask). The final result follows.
     """
 
     command_id: int
@@ -142,10 +152,13 @@ class Result:
     regions: list = field(default_factory=list)
     region_frame: str = ""
     region_status: str = REGION_UNAVAILABLE
+    depth_stamp: int = 0
     truncated: bool = False
     conversation_reset: bool = False
     notice: str = ""
     targets: list = field(default_factory=list)
+    session_id: str = ""
+    early: bool = False
 
     @property
     def ok(self) -> bool:

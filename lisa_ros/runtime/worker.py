@@ -1,5 +1,5 @@
 """The command worker: answers commands one at a time on its own thread, in submission order,
-and tracks the live targets on new frames in between.
+and in between tracks the live targets on new frames and encodes the newest frame ahead.
 
 A single-thread `concurrent.futures.ThreadPoolExecutor` gives the order, the thread and
 the cancellation of queued commands; this module adds what a robot needs on top: a bound
@@ -11,6 +11,7 @@ cannot take the thread down.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from .tracking import TrackingUpdate
 from .types import Result, Stage, error_result, quote_command
 
 STOPPED = "the node stopped before answering"
+DEACTIVATED = "the node was deactivated before answering"
 
 
 class Job:
@@ -31,7 +33,18 @@ class Job:
     result (Result | None): set once, before `on_result` is called.
     """
 
-    def __init__(self, command_id, command, stamp, image=None, reset=False, on_result=None, on_progress=None):
+    def __init__(
+        self,
+        command_id,
+        command,
+        stamp,
+        image=None,
+        reset=False,
+        on_result=None,
+        on_progress=None,
+        on_early=None,
+        on_text=None,
+    ):
         self.command_id = command_id
         self.command = command
         self.stamp = stamp
@@ -39,6 +52,8 @@ class Job:
         self.reset = reset
         self.on_result = on_result
         self.on_progress = on_progress
+        self.on_early = on_early
+        self.on_text = on_text
         self.accepted = True
         self.result: Result | None = None
         self.submitted = time.perf_counter()
@@ -89,10 +104,15 @@ class CommandWorker:
     at once with an ERROR result. Results go to the job's `on_result` callback (on the
     worker thread, or the submitting thread for immediate errors).
 
-    Between commands the thread tracks the live targets (the pipeline's tracker): `frame_arrived`
-    queues one tracking step for the newest frame unless one is queued already or a
-    command waits, so a command waits behind at most one tracking step and frames are
-    never queued. Tracking updates go to `on_track`.
+    Between commands the thread tracks the live targets (the pipeline's tracker) and, with the
+    pipeline's pre_encode, encodes the newest frame ahead of the commands (reusing the SAM
+    embedding tracking computed for it): `frame_arrived` queues one such step for the newest
+    frame unless one is queued already or a command waits, and the step skips what a command
+    arriving meanwhile would wait for. So a command waits behind at most one tracking step and
+    one encode, and frames are never queued. Tracking updates go to `on_track`.
+
+    The pipeline's `model_lock` (when it has one) is held around every model call: the
+    workers of pipelines that share one loaded model (one per camera) take turns.
     """
 
     def __init__(
@@ -106,12 +126,13 @@ class CommandWorker:
         self.queue_size = int(queue_size)
         self.logger = logger or logging.getLogger(__name__)
         self.on_track = on_track
-        self._track_queued = False
+        self._step_queued = False  # a tracking/pre-encoding step is queued
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lisa-command-worker")
         self._lock = threading.Lock()
         self._waiting = 0
         self._stopping = False
-        self._unfinished: set[concurrent.futures.Future] = set()
+        self._unfinished: dict[concurrent.futures.Future, Job | None] = {}  # queued or running; None: tracking
+        self._model_lock = getattr(pipeline, "model_lock", None) or contextlib.nullcontext()
 
     def submit(
         self,
@@ -122,11 +143,14 @@ class CommandWorker:
         reset: bool = False,
         on_result: Callable[[Result], None] | None = None,
         on_progress: Callable[[Stage, str], None] | None = None,
+        on_early: Callable[[Result], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Job:
         """Queue a command (arguments as Pipeline.answer). Returns its Job; `job.accepted`
         is False when the queue was full or the worker stopped (the job then already
-        holds its ERROR result, delivered to on_result before this returns)."""
-        job = Job(command_id, command, stamp, image, reset, on_result, on_progress)
+        holds its ERROR result, delivered to on_result before this returns). on_early
+        and on_text are called on the worker thread; what they raise is logged."""
+        job = Job(command_id, command, stamp, image, reset, on_result, on_progress, on_early, on_text)
         with self._lock:
             if self._stopping:
                 reason = "the node is shutting down"
@@ -136,7 +160,7 @@ class CommandWorker:
                 reason = ""
                 self._waiting += 1
                 job._queued = future = self._executor.submit(self._run, job)
-                self._unfinished.add(future)
+                self._unfinished[future] = job
         if not reason:  # outside the lock: a future already done calls back at once
             future.add_done_callback(lambda done: self._settle(job, done))
         else:
@@ -149,37 +173,68 @@ class CommandWorker:
         return job
 
     def frame_arrived(self) -> None:
-        """A new camera frame reached the pipeline: track the live targets on it when the thread is free."""
+        """A new camera frame reached the pipeline: track the live targets on it and encode it
+        ahead of the commands (pre_encode) when the thread is free."""
         with self._lock:
-            if self._stopping or self._track_queued or self._waiting or not self.pipeline.tracker.due:
+            if self._stopping or self._step_queued or self._waiting:
                 return
-            self._track_queued = True
-            future = self._executor.submit(self._track)
-            self._unfinished.add(future)
+            if not self.pipeline.tracker.due and self.pipeline.pre_encode_due() is None:
+                return
+            self._step_queued = True
+            future = self._executor.submit(self._between_commands)
+            self._unfinished[future] = None
         future.add_done_callback(self._forget)
 
-    def _track(self) -> None:
+    def _between_commands(self) -> None:
+        """Track the live targets on the newest frame, then encode it ahead; a command that came
+        in meanwhile goes first."""
         with self._lock:
-            self._track_queued = False
-            if self._waiting:  # a command came in meanwhile: it goes first
+            self._step_queued = False
+            if self._waiting:
                 return
         try:
-            update = self.pipeline.tracker.track()
+            with self._model_lock:
+                update = self.pipeline.tracker.track()
             if update is not None and self.on_track is not None:
                 self.on_track(update)
         except Exception:  # Tracker.track does not raise; a callback might: keep the thread alive
             self.logger.error(f"tracking failed: {traceback.format_exc()}")
+        with self._lock:
+            if self._waiting:
+                return
+        try:
+            with self._model_lock:
+                self.pipeline.pre_encode_newest()
+        except Exception:  # the command on this frame encodes it again (and reports a failure)
+            self.logger.error(f"encoding the newest image ahead failed: {traceback.format_exc()}")
 
     def _forget(self, future: concurrent.futures.Future) -> None:
         with self._lock:
-            self._unfinished.discard(future)
+            self._unfinished.pop(future, None)
             if future.cancelled():
-                self._track_queued = False
+                self._step_queued = False
 
     def pending(self) -> int:
         """Commands waiting (not counting the one being answered)."""
         with self._lock:
             return self._waiting
+
+    def drop_queued(self, reason: str, timeout: float = 30.0) -> bool:
+        """Answer every queued command with an ERROR result saying `reason` and wait for the
+        running one to be answered; the worker keeps accepting commands.
+
+        Returns False when the running command was not answered within `timeout` seconds.
+        """
+        with self._lock:
+            unfinished = dict(self._unfinished)
+        for future, job in unfinished.items():
+            if job is not None:
+                job.drop_reason = reason
+            future.cancel()  # a queued one: _settle answers it; the running one goes on
+        _, running = concurrent.futures.wait(list(unfinished), timeout)
+        if running:
+            self.logger.warning(f"the running command was not answered within {timeout} s")
+        return not running
 
     def stop(self, timeout: float = 30.0) -> None:
         """Answer queued commands with an ERROR result, let the running one finish, end the thread."""
@@ -196,15 +251,19 @@ class CommandWorker:
             self._waiting -= 1
         waited = time.perf_counter() - job.submitted
         try:
-            result = self.pipeline.answer(
-                job.command_id,
-                job.command,
-                job.stamp,
-                image=job.image,
-                reset=job.reset,
-                progress=(lambda stage, text: self._progress(job, stage, text)) if job.on_progress else None,
-                should_cancel=lambda: job.cancel_requested,
-            )
+            with self._model_lock:
+                result = self.pipeline.answer(
+                    job.command_id,
+                    job.command,
+                    job.stamp,
+                    image=job.image,
+                    reset=job.reset,
+                    progress=(lambda stage, text: self._progress(job, stage, text)) if job.on_progress else None,
+                    should_cancel=lambda: job.cancel_requested,
+                    on_early=self._guarded(job, job.on_early, "early result"),
+                    on_text=self._guarded(job, job.on_text, "text"),
+                    arrived=job.submitted,
+                )
         except Exception as error:  # Pipeline.answer does not raise; a stand-in might: keep the thread alive
             self.logger.error(f"command {job.command_id} failed: {traceback.format_exc()}")
             result = error_result(job.command_id, job.command, job.stamp, f"failed: {type(error).__name__}: {error}")
@@ -214,20 +273,31 @@ class CommandWorker:
     def _settle(self, job: Job, future: concurrent.futures.Future) -> None:
         """The executor is done with `job`: a queued job that never ran still gets its ERROR result."""
         with self._lock:
-            self._unfinished.discard(future)
+            self._unfinished.pop(future, None)
             if future.cancelled():
                 self._waiting -= 1
         if future.cancelled():
             canceled = job.cancel_requested
-            self._deliver(
-                job, error_result(job.command_id, job.command, job.stamp, job.drop_reason, canceled=canceled)
-            )
+            self._deliver(job, error_result(job.command_id, job.command, job.stamp, job.drop_reason, canceled=canceled))
 
     def _deliver(self, job: Job, result: Result) -> None:
         try:
             job.finish(result)
         except Exception:
             self.logger.error(f"the result callback of command {job.command_id} failed: {traceback.format_exc()}")
+
+    def _guarded(self, job: Job, callback: Callable | None, what: str) -> Callable | None:
+        """`callback`, logging what it raises (an exception would abandon the answer)."""
+        if callback is None:
+            return None
+
+        def guarded(value) -> None:
+            try:
+                callback(value)
+            except Exception:
+                self.logger.error(f"the {what} callback of command {job.command_id} failed: {traceback.format_exc()}")
+
+        return guarded
 
     def _progress(self, job: Job, stage: Stage, text: str) -> None:
         try:

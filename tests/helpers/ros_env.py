@@ -146,17 +146,113 @@ STARTUP_TIMEOUT = 90.0
 TIMEOUT = 30.0
 
 
-def start_node(ros_home, namespace: str, *parameters: str) -> "NodeProcess":
-    """Start lisa_node (tiny model, cpu) in `namespace` with extra `name:=value` parameters."""
+def start_node(ros_home, namespace: str, *parameters: str, activate: bool = True, cameras=()) -> "NodeProcess":
+    """Start lisa_node (tiny model, cpu) in `namespace` with extra `name:=value` parameters.
+
+    The node never activates itself: with `activate` this configures and activates it through
+    its lifecycle services, as the launch file's autostart does (every camera's node with
+    `cameras`, started with --cameras). Returns once it is active; fails the test when it is not.
+
+    cameras: names (`--cameras front,wrist`, as typed by hand: each in `namespace`/name), or
+    lisa_ros.runtime.launch_config.Camera objects (the launch file's JSON, with remappings).
+    """
+    from lisa_ros.runtime.launch_config import cameras_argument
+
     log_path = ros_home / f"lisa_node{namespace.replace('/', '_')}.log"
     env = ros_environment(ros_home)
     env["OMP_NUM_THREADS"] = "1"
-    command = [str(NODE_EXECUTABLE), "--ros-args", "-r", f"__ns:={namespace}", "-p", "device:=cpu"]
+    by_name = all(isinstance(camera, str) for camera in cameras)
+    command = [str(NODE_EXECUTABLE)]
+    if cameras:
+        command += ["--cameras", ",".join(cameras) if by_name else cameras_argument(list(cameras))]
+    command += ["--ros-args", "-r", f"__ns:={namespace}", "-p", "device:=cpu"]
     for parameter in parameters:
         command += ["-p", parameter]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return NodeProcess(process, log_path)
+    node = NodeProcess(process, log_path)
+    if activate:
+        namespaces = [f"{namespace}/{camera}" if by_name else camera.namespace for camera in cameras]
+        names = [f"{camera_namespace}/lisa" for camera_namespace in namespaces] or [f"{namespace}/lisa"]
+        try:
+            with lifecycle_client(ros_home) as lifecycle:
+                for name in names:
+                    for transition in ("configure", "activate"):
+                        lifecycle.change(name, transition, node)
+        except BaseException:
+            node.stop()
+            raise
+    return node
+
+
+class LifecycleClient:
+    """Calls a lifecycle node's change_state and get_state services (lifecycle_msgs)."""
+
+    STATE_AFTER = {"configure": "inactive", "activate": "active", "deactivate": "inactive",
+                   "cleanup": "unconfigured", "shutdown": "finalized"}  # fmt: skip
+
+    def __init__(self, node, executor):
+        self.node, self.executor = node, executor
+
+    def _call(self, service_type, name: str, request, process: "NodeProcess", timeout: float):
+        client = self.node.create_client(service_type, name)
+        try:
+            wait_until(lambda: client.service_is_ready(), process, STARTUP_TIMEOUT, f"offering {name}")
+            future = client.call_async(request)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+            return future.result() if future.done() else None
+        finally:
+            self.node.destroy_client(client)
+
+    def state(self, node_name: str, process: "NodeProcess") -> str:
+        """The node's lifecycle state label ("unconfigured", "inactive", "active", ...)."""
+        from lifecycle_msgs.srv import GetState
+
+        # A request sent before the reply path is matched can be lost: ask again.
+        for _ in range(5):
+            response = self._call(GetState, f"{node_name}/get_state", GetState.Request(), process, 10.0)
+            if response is not None:
+                return response.current_state.label
+        pytest.fail(f"no answer from {node_name}/get_state:\n{process.log()}")
+
+    def change(self, node_name: str, transition: str, process: "NodeProcess", expect: bool = True) -> bool:
+        """Request `transition` ("configure", "activate", ...); fails the test unless it ends as `expect`s."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request(transition=Transition(label=transition))
+        for _ in range(5):
+            response = self._call(ChangeState, f"{node_name}/change_state", request, process, STARTUP_TIMEOUT)
+            if response is not None:
+                break
+            if self.state(node_name, process) == self.STATE_AFTER[transition]:  # the reply was lost, not the request
+                return True
+        else:
+            pytest.fail(f"no answer from {node_name}/change_state ({transition}):\n{process.log()}")
+        if response.success != expect:
+            pytest.fail(f"{node_name}: {transition} {'failed' if expect else 'succeeded'}:\n{process.log()}")
+        return response.success
+
+
+@contextmanager
+def lifecycle_client(home: Path):
+    """A LifecycleClient in this process, in its own rclpy context (spun while it waits for answers)."""
+    activate(home)
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(f"lisa_test_lifecycle_{os.getpid()}", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield LifecycleClient(node, executor)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def wait_until(condition, node: "NodeProcess", timeout: float, what: str) -> None:
@@ -179,11 +275,13 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT (Ctrl-C), then SIGKILL after `timeout` seconds; returns the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
-                self.process.wait(10)
+                self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the node and nothing else
                 self.process.wait(10)
+        return self.process.returncode

@@ -329,11 +329,21 @@ def test_point_cloud_on_the_object(lisa, client, encoding):
 
 
 def test_depth_too_far_apart_from_the_image(lisa, client):
+    """No image of the node's history has depth within max_depth_skew: the newest is answered, without a region.
+
+    (With one that has, the command is answered on that one: the pairing tests in tests/runtime.)"""
+    from lisa_ros.runtime.stamps import HISTORY
+
     stamp, late = client.stamp(), client.stamp(0.5)
     client.publish(depth=client.depth_msg(late), info=client.camera_info_msg(late))
     time.sleep(0.1)
+    for k in range(2 * HISTORY, 0, -1):  # push the earlier tests' paired images out of the history (best effort: twice)
+        client.image_pub.publish(client.image_msg(client.stamp(-0.01 * k)))
+        time.sleep(0.01)
     client.publish(image=client.image_msg(stamp))
-    assert_no_region(*client.command(), "depth image is 0.500 s apart", "max_depth_skew")
+    result, cloud, markers = client.command()
+    assert_no_region(result, cloud, markers, "depth image is 0.500 s apart", "max_depth_skew")
+    assert result.header.stamp == stamp
 
 
 def test_a_no_target_answer_clears_the_3d_outputs(lisa, client):
@@ -432,7 +442,7 @@ def test_tf2_lookup_adapter(client):
     """The tf2 path, with a stand-in Buffer (tf2_ros is not installable here)."""
     from geometry_msgs.msg import TransformStamped
 
-    from lisa_ros.node import LisaNode
+    from lisa_ros.node.poses import tf_pose
 
     class Buffer:
         def __init__(self):
@@ -448,8 +458,8 @@ def test_tf2_lookup_adapter(client):
             return transform
 
     buffer = Buffer()
-    matrix, frame = LisaNode._tf_pose(buffer, "map", "camera", 123_000_000_456)
+    matrix, frame = tf_pose(buffer, "map", "camera", 123_000_000_456)
     assert frame == "map" and buffer.calls == [("map", "camera", 123_000_000_456, 200_000_000)]
     assert np.allclose(matrix, [[-1, 0, 0, 2], [0, -1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
     with pytest.raises(LookupError, match="tf2: RuntimeError: frame 'lost' does not exist"):
-        LisaNode._tf_pose(buffer, "map", "lost", 1)
+        tf_pose(buffer, "map", "lost", 1)

@@ -29,15 +29,15 @@ class CountingPredictor:
     def image_timings(self):
         return self.inner.image_timings
 
-    def set_image(self, image):
+    def set_image(self, image, **kwargs):
         self.encoded += 1
-        self.inner.set_image(image)
+        self.inner.set_image(image, **kwargs)
 
-    def predict(self, command, conversation=None):
+    def predict(self, command, conversation=None, **kwargs):
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        return self.inner.predict(command, conversation)
+        return self.inner.predict(command, conversation, **kwargs)
 
 
 class ScriptedPredictor:
@@ -48,10 +48,10 @@ class ScriptedPredictor:
         self.text, self.masks = text, masks
         self.image_timings = {"clip": 0.0, "sam_encoder": 0.0}
 
-    def set_image(self, image):
+    def set_image(self, image, **kwargs):
         self.shape = image.shape[:2]
 
-    def predict(self, command, conversation=None):
+    def predict(self, command, conversation=None, **kwargs):
         masks = np.asarray(self.masks, bool)
         conversation.append(command, self.text, False)
         return Prediction(
@@ -291,7 +291,8 @@ class GatedPipeline:
         self.started = threading.Event()
         self.answered = []
 
-    def answer(self, command_id, command, stamp_now, image=None, reset=False, progress=None, should_cancel=None):
+    def answer(self, command_id, command, stamp_now, image=None, reset=False, progress=None, should_cancel=None,
+               **kwargs):  # fmt: skip
         self.started.set()
         self.gate.wait(10)
         if should_cancel and should_cancel():

@@ -34,10 +34,10 @@ class ScriptedPredictor:
         self.text, self.masks = text, np.asarray(masks, bool)
         self.image_timings = {"clip": 0.0, "sam_encoder": 0.0}
 
-    def set_image(self, image):
+    def set_image(self, image, **kwargs):
         pass
 
-    def predict(self, command, conversation=None):
+    def predict(self, command, conversation=None, **kwargs):
         conversation.append(command, self.text, False)
         scores = np.full(len(self.masks), 0.9, np.float32)
         return Prediction(self.text, self.masks, self.masks.astype(np.float32), scores, {"decode": 0.0})
