@@ -205,12 +205,13 @@ class LisaNode(LifecycleNode):
         """Stop taking commands and answer every one that reached the node, then destroy the inputs.
 
         The commands still in the command topic's reader and the queued ones get an ERROR result
-        saying `reason`; the running one is finished; service and action calls get their result.
+        saying `reason`; the running one is finished (canceled when the node stops); service and
+        action calls get their result.
         """
         self._refusal, self._accepting_commands = reason, False
         self._drain_commands()
         if self._worker is not None:
-            self._worker.drop_queued(reason, timeout=CLOSE_TIMEOUT)
+            self._worker.drop_queued(reason, timeout=CLOSE_TIMEOUT, cancel_running=reason == STOPPED)
         # Let service and action calls already accepted get their result before their servers go.
         with self._in_flight_done:
             if not self._in_flight_done.wait_for(lambda: self._in_flight == 0, timeout=CLOSE_TIMEOUT):

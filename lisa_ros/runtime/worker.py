@@ -219,9 +219,11 @@ class CommandWorker:
         with self._lock:
             return self._waiting
 
-    def drop_queued(self, reason: str, timeout: float = 30.0) -> bool:
+    def drop_queued(self, reason: str, timeout: float = 30.0, cancel_running: bool = False) -> bool:
         """Answer every queued command with an ERROR result saying `reason` and wait for the
-        running one to be answered; the worker keeps accepting commands.
+        running one to be answered (with `cancel_running`, it stops at its next token or stage
+        with a canceled result: a process asked to stop does not wait for a long answer); the
+        worker keeps accepting commands.
 
         Returns False when the running command was not answered within `timeout` seconds.
         """
@@ -230,6 +232,7 @@ class CommandWorker:
         for future, job in unfinished.items():
             if job is not None:
                 job.drop_reason = reason
+                job.cancel_requested = job.cancel_requested or (cancel_running and future.running())
             future.cancel()  # a queued one: _settle answers it; the running one goes on
         _, running = concurrent.futures.wait(list(unfinished), timeout)
         if running:
@@ -267,6 +270,8 @@ class CommandWorker:
         except Exception as error:  # Pipeline.answer does not raise; a stand-in might: keep the thread alive
             self.logger.error(f"command {job.command_id} failed: {traceback.format_exc()}")
             result = error_result(job.command_id, job.command, job.stamp, f"failed: {type(error).__name__}: {error}")
+        if result.canceled and job.drop_reason == STOPPED:  # stopped mid-answer by drop_queued(cancel_running)
+            result.error = STOPPED
         result.timings = {"queue_wait": waited, **result.timings}
         self._deliver(job, result)
 

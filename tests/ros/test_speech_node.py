@@ -176,3 +176,21 @@ class Listener:
     def take(self, name) -> list:
         with self.lock:
             return list(self.buckets[name])
+
+
+def test_a_missing_microphone_is_a_clear_error_and_the_node_stays_up(tmp_path):
+    """No input device here: activation fails with what to do, and the node can be told again."""
+    home = tmp_path / "ros_home"
+    home.mkdir()
+    speech = start_speech_node(home, "source:=microphone")
+    with ros_env.spinning_client(home, lambda context: Listener(context)) as client:
+        from lifecycle_msgs.msg import Transition
+
+        try:
+            wait_until(lambda: client.speech_state() == "unconfigured", speech, STARTUP_TIMEOUT, "speech node up")
+            assert client.change_speech_state(Transition.TRANSITION_CONFIGURE), speech.log()
+            assert not client.change_speech_state(Transition.TRANSITION_ACTIVATE)
+            assert speech.alive() and client.speech_state() == "inactive", speech.log()
+            assert "cannot open the microphone source" in speech.log() and "input device" in speech.log()
+        finally:
+            speech.stop()

@@ -10,7 +10,7 @@ import pytest
 from lisa_ros.runtime.pipeline import Pipeline, resolve_device
 from lisa_ros.runtime.shared_models import ModelRegistry
 from lisa_ros.runtime.types import NS_PER_S, Result, Status
-from lisa_ros.runtime.worker import DEACTIVATED, CommandWorker
+from lisa_ros.runtime.worker import DEACTIVATED, STOPPED, CommandWorker
 from tests.runtime.test_pipeline import GatedPipeline
 from tests.runtime.test_pipeline_3d import assert_region_is_the_face, intrinsics, make_pipeline, rgb, scene_depth
 
@@ -154,6 +154,22 @@ def test_drop_queued_answers_every_queued_command_and_the_worker_goes_on():
         assert all(job.result.status == Status.ERROR and job.result.error == DEACTIVATED for job in queued)
         assert sorted(r.command_id for r in results) == [0, 1, 2, 3]  # exactly one result each
         assert worker.submit(4, "after", T0).wait(5).status == Status.NO_TARGET
+    finally:
+        fake.gate.set()
+        worker.stop()
+
+
+def test_a_stopping_node_cancels_the_running_command():
+    fake = GatedPipeline()
+    worker = CommandWorker(fake, queue_size=8)
+    try:
+        running = worker.submit(0, "a long answer", T0)
+        assert fake.started.wait(5)
+        queued = worker.submit(1, "next", T0)
+        threading.Timer(0.2, fake.gate.set).start()  # the stand-in looks at should_cancel then
+        assert worker.drop_queued(STOPPED, timeout=10, cancel_running=True)
+        assert running.result.status == Status.ERROR and running.result.error == STOPPED and running.result.canceled
+        assert queued.result.error == STOPPED
     finally:
         fake.gate.set()
         worker.stop()
