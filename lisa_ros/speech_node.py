@@ -122,12 +122,13 @@ class SpeechNode(LifecycleNode):
         except (AudioError, ValueError, OSError, ImportError) as error:  # no microphone, unreadable file, ...
             self.get_logger().error(f"cannot open the {self._param('source')} source: {error}")
             return TransitionCallbackReturn.FAILURE
+        activated = super().on_activate(state)  # the publishers first: the audio thread publishes at once
         if source is not None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._listen, args=(source,), name="speech", daemon=True)
             self._thread.start()
         self.get_logger().info(f"listening ({self._param('source')})")
-        return super().on_activate(state)
+        return activated
 
     def _open_source(self):
         """The audio source to read on the listening thread; None for other stacks' transcripts."""

@@ -69,6 +69,21 @@ fi
 log "installing lisa-ros-model (editable, with dev and training extras)"
 (cd "$ROOT" && "${PIP[@]}" install -q -e ".[dev,training]")
 
+# DeepSpeed compiles its CPU shared-memory all-reduce op the first time a run starts (about
+# 30 s to minutes, every rank waiting on one lock). Built here, once, in one process: a run
+# (or a test) that is stopped mid-build would leave a stale lock that hangs the next one.
+log "building DeepSpeed's CPU communication op (cached in ~/.cache/torch_extensions)"
+if ! "$VENV/bin/python" - <<'PY'
+from deepspeed.accelerator import get_accelerator
+
+builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+if builder is not None:
+    builder.load(verbose=False)
+PY
+then
+    log "WARNING: DeepSpeed's CPU communication op did not build; DeepSpeed runs will try again at start" >&2
+fi
+
 # --- ROS 2 (Kilted wheels from PyPI) and the lisa_ros package ---------------------
 # The wheels give rclpy and the message packages; the generators, ament and colcon
 # build the package's interfaces (docs/ros.md). On a robot with a ROS 2 install,

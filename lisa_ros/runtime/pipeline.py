@@ -37,6 +37,10 @@ from .tracking import TrackingSettings
 from .types import NO_MASK, NS_PER_S, Frame, Result, Stage, Status, error_result, mask_boxes, quote_command
 from .warm_up import warm_up_regions
 
+# With depth in use a command may be answered on an image older than the newest one (the
+# newest whose depth has arrived), but not older than this: 30 frames at 30 Hz.
+PAIRING_WINDOW_S = 1.0
+
 
 def resolve_device(device: str) -> str:
     """ "auto" -> "cuda" when torch sees a GPU, else "cpu"; other values unchanged.
@@ -237,13 +241,17 @@ class Pipeline:
 
     def answer_frame(self, received_by: float | None = None) -> Frame | None:
         """The frame a command is answered on: the newest one, or with depth in use the newest
-        one that has its depth image and camera_info (the newest one when none has).
+        one that has its depth image and camera_info (the newest one when none has), among the
+        frames at most PAIRING_WINDOW_S older than the newest (an approximate-time pair, as
+        message_filters makes them: never an image of another moment).
 
         received_by (float | None): only frames received by then (time.perf_counter seconds).
         """
         with self._lock:
             frames = [f for f in self._frames if received_by is None or f.received <= received_by]
         for frame in reversed(frames):
+            if frames[-1].stamp - frame.stamp > PAIRING_WINDOW_S * NS_PER_S:
+                break
             paired = self.lifter.has_depth(frame.stamp)
             if paired is None:  # depth is not in use
                 break

@@ -552,8 +552,11 @@ def test_live_node_gives_the_same_results(tmp_path, store, params):
         assert len(theirs) == len(ours) == (3 if name in ("result", "explanation") else 5), (name, len(theirs))
         for a, b in zip(ours, theirs):
             if name == "result":
-                assert list(a.timing_stages) == list(b.timing_stages)
-                a.timing_seconds = b.timing_seconds = None
+                # The node encodes each image as it arrives (pre_encode): its commands start at the language model.
+                encoders = {"clip", "sam_encoder"}
+                assert [t for t in a.timing_stages if t not in encoders] == [
+                    t for t in b.timing_stages if t not in encoders]  # fmt: skip
+                a.timing_stages = b.timing_stages = a.timing_seconds = b.timing_seconds = None
                 a.command_stamp = b.command_stamp = None
                 assert a.session_id and b.session_id and a.session_id != b.session_id  # two runs
                 a.session_id = b.session_id = None

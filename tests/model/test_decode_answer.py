@@ -94,7 +94,11 @@ def test_the_predictor_answers_with_the_reference_text(tiny):
     seg = tokenizer.convert_tokens_to_ids("[SEG]")
     generated = pieces(tokenizer, "Sure,") + [seg] + pieces(tokenizer, ".") + [tokenizer.eos_token_id]
 
-    def generate(embeds, max_new_tokens, cache=None):
+    def generate(embeds, max_new_tokens, cache=None, decoder=None, on_token=None):
+        hidden = torch.zeros(model.config.hidden_size)
+        for token in generated:  # as the model does: each token to the predictor the moment it is chosen
+            if on_token is not None and on_token(token, hidden):
+                break
         states = torch.zeros(1, model.config.hidden_size)
         return GenerationOutput(token_ids=generated, seg_hidden_states=states, cache=None, timings={})
 
