@@ -38,7 +38,10 @@ def test_signal_stops_at_a_boundary_and_writes_partial_outputs(tmp_path, number,
                "--script", str(script)] + [f"-p{name}:={value}" for name, value in PARAMS.items()]  # fmt: skip
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        # As from a terminal: a suite started in the background (`make test &`) ignores SIGINT, and
+        # lisa-eval-bag rightly keeps an ignored signal ignored.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not re.search(r"answers=\d", log.read_text()):  # the progress bar's answer count

@@ -29,11 +29,6 @@ if _MISSING:
 
 
 @pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home")
-
-
-@pytest.fixture(scope="module")
 def client(ros_home):
     """A test node in this process, spinning on its own thread."""
     with ros_env.spinning_client(ros_home, Client) as test_client:

@@ -51,11 +51,6 @@ def depth_meters(size=SIZE):
 
 
 @pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home_3d")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(trained_tiny_checkpoint):
     return trained_tiny_checkpoint
 

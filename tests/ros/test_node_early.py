@@ -26,11 +26,6 @@ if _MISSING:
 
 
 @pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home")
-
-
-@pytest.fixture(scope="module")
 def scene():
     """A demo scene's frame and two commands the demo model answers with a [SEG]."""
     from training.data.demo_scenes import DemoScenesDataset

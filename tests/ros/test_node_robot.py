@@ -20,11 +20,6 @@ if _MISSING:
     pytest.fail(_MISSING, pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home")
-
-
 class Camera:
     """The test side of one node's topics in `namespace`: images and commands in, results out."""
 

@@ -32,11 +32,6 @@ if _MISSING:
     pytest.fail(_MISSING, pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home_self_checks")
-
-
 class Client:
     """Publishes a camera's image, depth and camera_info to the node; collects its diagnostics."""
 

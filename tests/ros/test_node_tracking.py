@@ -32,11 +32,6 @@ if _MISSING:
 
 
 @pytest.fixture(scope="module")
-def ros_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("ros_home_tracking")
-
-
-@pytest.fixture(scope="module")
 def scene():
     from lisa_ros.synthetic.scenes import make_scene
 
