@@ -2,8 +2,8 @@
 
 Arrows go one way: `lisa_model` imports nothing of ours; the ROS-free rooms of `lisa_ros`
 (runtime, geometry, bag, synthetic, cli) import `lisa_model` and each other but never ROS;
-only the ROS room (lisa_ros/node/, lisa_ros/speech_node.py, lisa_ros/say_node.py,
-lisa_ros/messages.py) imports rclpy and message packages; geometry, the codecs and the speech
+only the ROS room (lisa_ros/node/: the nodes and message conversion) imports rclpy and message
+packages; geometry, the codecs and the speech
 core never import torch (speech's Whisper engine imports it in its constructor, checked at run
 time below); `training` and `bench` use public names only and never the ROS room; nothing but
 the tests imports `tests`; and no product module imports another module's `_private` name. Lazy
@@ -20,10 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("lisa_model", "lisa_ros", "training", "bench", "launch")
 OURS = ("lisa_model", "lisa_ros", "training", "bench", "tests")
-ROS_ROOM = (
-    "lisa_ros.node", "lisa_ros.speech_node", "lisa_ros.say_node", "lisa_ros.messages",
-    "lisa_ros.msg", "lisa_ros.srv", "lisa_ros.action",
-)
+ROS_ROOM = ("lisa_ros.node", "lisa_ros.msg", "lisa_ros.srv", "lisa_ros.action")
 # Imported by the ROS room (and the launch file) only. cv_bridge is not here: the codec may use it
 # when installed (it needs no rclpy), and runs without it.
 ROS_PACKAGES = ("rclpy", "rosidl_runtime_py", "launch", "launch_ros", "tf2_ros", "message_filters")
@@ -99,7 +96,7 @@ def _broken(importer: str, target: str, name: str | None, root: Path) -> str:
     if _is_ros(target) and not in_ros_room:
         if _within(importer, ("training", "bench")):
             return "training and bench never import ROS or the ROS room"
-        return "only the ROS room (node, speech_node, say_node, messages) imports ROS"
+        return "only the ROS room (lisa_ros.node) imports ROS"
     if _within(importer, TORCH_FREE) and _within(target, ("torch", "torchvision")):
         return "geometry, the codecs and the speech core never import torch"
     if _within(importer, ("lisa_ros",)) and _within(target, ("training", "bench")):
@@ -134,7 +131,7 @@ PLANTED = {
     "lisa_ros/geometry/private.py": ("from .region import _open3d\n", "_private name"),
     "training/fixture.py": ("from tests.helpers import mini_data\n", "only tests import tests"),
     "bench/private.py": ("from training.train import _to_device\n", "_private name"),
-    "training/ros.py": ("from lisa_ros.messages import result_to_msg\n", "training and bench never import ROS"),
+    "training/ros.py": ("from lisa_ros.node.messages import result_to_msg\n", "training and bench never import ROS"),
     "lisa_ros/bag/node.py": ("from ..node import LisaNode\n", "only the ROS room"),
     "lisa_ros/runtime/cli_user.py": ("from lisa_ros.cli import demo\n", "nothing imports them"),
 }

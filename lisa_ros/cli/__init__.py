@@ -1,1 +1,1 @@
-"""Command-line entry points (console scripts; the node's is lisa_ros.node:main)."""
+"""Command-line entry points (console scripts; the nodes' are in lisa_ros.node)."""

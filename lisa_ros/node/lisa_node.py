@@ -27,7 +27,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from .. import messages
 from ..action import Segment as SegmentAction
 from ..runtime.inputs import PipelineInputs
 from ..runtime.message_fields import frame_from_msg
@@ -37,7 +36,7 @@ from ..runtime.shared_models import ModelRegistry
 from ..runtime.types import Result, Stage, Status, error_result
 from ..runtime.worker import DEACTIVATED, STOPPED, CommandWorker, Job
 from ..srv import Segment as SegmentService
-from . import poses
+from . import messages, poses
 from .outputs import NodeOutputs, every_message_qos, sensor_qos
 from .parameters import apply_parameters, declare_parameters
 from .self_checks import SelfChecks

@@ -29,9 +29,9 @@ from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
-from .. import messages
 from ..runtime.tracking import TrackingUpdate
 from ..runtime.types import Result, Status
+from . import messages
 
 FLUSH_TIMEOUT = 5.0  # seconds to wait for subscribers to acknowledge the last results on shutdown
 LATENCY_WINDOW = 100  # answers the diagnostics' medians are taken over

@@ -3,7 +3,7 @@
 Downstream perception nodes (grasp planners, MoveIt, FoundationPose, navigation goals)
 read `vision_msgs`; these functions give the fields of its `Detection2DArray` and
 `Detection3DArray` in the style of lisa_ros.runtime.message_fields (nested dicts keyed by
-field names), for `lisa_ros.messages` to build when vision_msgs is installed.
+field names), for `lisa_ros.node.messages` to build when vision_msgs is installed.
 
 Field names and types are those of the released vision_msgs 4.x (Humble, Jazzy, Kilted):
 `BoundingBox2D.center` is a `vision_msgs/Pose2D` (`position.x`, `position.y`, `theta`),

@@ -5,7 +5,7 @@ the union mask and overlay images, the explanation, the target cloud, the marker
 which of them a result gets. Each function returns the message as nested dicts keyed by
 the message's field names (nested messages are dicts, sequences of messages lists of
 dicts, numeric sequences lists, uint8[] data bytes); fields left out keep the message's
-default. Two thin builders turn them into messages: `lisa_ros.messages` (rclpy, the live
+default. Two thin builders turn them into messages: `lisa_ros.node.messages` (rclpy, the live
 node) and `lisa_ros.bag.typestore.build` (rosbags, the output bag), so both carry the same content.
 
 Also the ROS-free conversions the other way (duck-typed: rclpy and rosbags messages

@@ -475,7 +475,7 @@ def test_lifecycle_transitions(lisa, client):
 
 
 def test_result_message_conversion(client):
-    from lisa_ros import messages
+    from lisa_ros.node import messages
     from lisa_ros.runtime.message_fields import stamp_ns
     from lisa_ros.runtime.types import Result, Status, mask_boxes
 

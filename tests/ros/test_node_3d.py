@@ -420,7 +420,7 @@ def test_quaternions_round_trip(client):
 def test_point_cloud_message(client):
     from std_msgs.msg import Header
 
-    from lisa_ros.messages import point_cloud_msg
+    from lisa_ros.node.messages import point_cloud_msg
 
     points = np.arange(12, dtype=np.float32).reshape(4, 3)
     msg = point_cloud_msg(points, Header(frame_id="map"))

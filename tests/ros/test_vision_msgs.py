@@ -1,4 +1,4 @@
-"""lisa_ros.messages' vision_msgs outputs against a built vision_msgs package.
+"""lisa_ros.node.messages' vision_msgs outputs against a built vision_msgs package.
 
 vision_msgs is not on PyPI, so the test builds a stand-in with the released message
 definitions (tests/helpers/vision_msgs_standin: the same field names and types) with
@@ -85,7 +85,7 @@ import json
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 
-from lisa_ros import messages
+from lisa_ros.node import messages
 from lisa_ros.geometry import TargetRegion
 from lisa_ros.runtime.tracking import TargetStatus, TrackedTarget, TrackingUpdate
 from lisa_ros.runtime.types import Result, Status, mask_boxes
@@ -181,7 +181,7 @@ def test_vision_msgs_outputs_with_the_standin_package(vision_msgs_install, tmp_p
 
 
 def test_without_vision_msgs_there_are_no_detection_outputs(tmp_path):
-    script = "from lisa_ros import messages; print('CLASSES', messages.vision_msgs_classes())"
+    script = "from lisa_ros.node import messages; print('CLASSES', messages.vision_msgs_classes())"
     run = subprocess.run(
         [sys.executable, "-c", script], env=ros_env.ros_environment(tmp_path), capture_output=True, text=True
     )
@@ -194,7 +194,7 @@ import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage
 
-from lisa_ros import messages
+from lisa_ros.node import messages
 from lisa_ros.runtime import codec
 from lisa_ros.runtime.types import Result, Status, mask_boxes
 

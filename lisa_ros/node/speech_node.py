@@ -26,7 +26,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Bool, String
 
-from .msg import Transcript as TranscriptMsg
+from ..msg import Transcript as TranscriptMsg
 
 NODE_NAME = "speech"
 # Seconds a file source waits for a subscriber of `command` before it plays.
@@ -84,7 +84,7 @@ class SpeechNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from .speech import Listener
+        from ..speech import Listener
 
         try:
             if self._param("source") not in SOURCES:
@@ -105,7 +105,7 @@ class SpeechNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _build_recognizer(self):
-        from .speech import PocketSphinxRecognizer, WhisperRecognizer
+        from ..speech import PocketSphinxRecognizer, WhisperRecognizer
 
         if self._param("engine") == "whisper":
             return WhisperRecognizer(self._param("whisper_model_path"))
@@ -114,7 +114,7 @@ class SpeechNode(LifecycleNode):
         raise ValueError(f"engine must be 'pocketsphinx' or 'whisper', got {self._param('engine')!r}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from .speech import AudioError
+        from ..speech import AudioError
 
         self._started = self.get_clock().now().to_msg()
         try:
@@ -132,7 +132,7 @@ class SpeechNode(LifecycleNode):
 
     def _open_source(self):
         """The audio source to read on the listening thread; None for other stacks' transcripts."""
-        from .speech import FileSource, MicrophoneSource, StreamSource, external_reader
+        from ..speech import FileSource, MicrophoneSource, StreamSource, external_reader
 
         kind = self._param("source")
         if kind == "file":
@@ -197,7 +197,7 @@ class SpeechNode(LifecycleNode):
         self._listener.set_muted(bool(msg.data))
 
     def _on_audio(self, source, msg) -> None:
-        from .speech import AudioError, audio_from_message
+        from ..speech import AudioError, audio_from_message
 
         try:
             source.push(*audio_from_message(msg, int(self._param("audio_rate")), int(self._param("audio_channels"))))
@@ -210,7 +210,7 @@ class SpeechNode(LifecycleNode):
 
     def _listen(self, source) -> None:
         """The audio thread: utterances -> transcripts -> commands, until stopped or the source ends."""
-        from .speech import FileSource, UtteranceSegmenter
+        from ..speech import FileSource, UtteranceSegmenter
 
         segmenter = UtteranceSegmenter(
             aggressiveness=int(self._param("vad_aggressiveness")), max_utterance_s=float(self._param("max_utterance_s"))

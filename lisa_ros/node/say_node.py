@@ -14,7 +14,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
 
-from .speech.say import Speaker
+from ..speech.say import Speaker
 
 # name, default, description (the node's parameters, declared once)
 PARAMETERS = (

@@ -18,11 +18,11 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from .msg import SegmentationResult, Target, TargetArray
-from .runtime import codec, detection_fields
-from .runtime import message_fields as fields
-from .runtime.tracking import TargetStatus, TrackingUpdate
-from .runtime.types import Result
+from ..msg import SegmentationResult, Target, TargetArray
+from ..runtime import codec, detection_fields
+from ..runtime import message_fields as fields
+from ..runtime.tracking import TargetStatus, TrackingUpdate
+from ..runtime.types import Result
 
 # SegmentationResult.STATUS_* and pipeline.Status share their values, as Target.STATUS_* and TargetStatus.
 assert (SegmentationResult.STATUS_OK, SegmentationResult.STATUS_NO_TARGET, SegmentationResult.STATUS_ERROR) == (0, 1, 2)
