@@ -64,6 +64,7 @@ setup(
             "lisa-demo = lisa_ros.cli.demo:main",
             "lisa-eval-bag = lisa_ros.cli.eval_bag:main",
             "lisa-demo-bag = lisa_ros.cli.demo_bag:main",
+            "lisa-adapt-speech = lisa_ros.cli.adapt_speech:main",
         ],
     },
 )

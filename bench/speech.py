@@ -2,13 +2,17 @@
 
     python -m bench.speech
     python -m bench.speech --voices en-us en-us+f3 --speeds 140 175 --language-weight 10 --top-gaussians 32
+    lisa-adapt-speech --espeak-voices en-us en-us+f3 --output outputs/bench/speech_model
+    python -m bench.speech --acoustic-model outputs/bench/speech_model
 
 Every held-out phrasing of the demo intents (`INTENTS[k].heldout`, never in the language
 model) is rendered with espeak-ng in each voice and speed, and recognised by
 `PocketSphinxRecognizer` with its default language model (the training phrasings and the
-catalogue's object names). Printed per voice/speed: WER (jiwer's word edits / reference words,
-after `normalise`), sentence accuracy, median recognition time per utterance; plus the pairs that
-were wrong. Targets (issue 15): WER <= 5 %, <= 0.2 s per utterance on this CPU.
+catalogue's object names), and the wheel's en-us acoustic model or `--acoustic-model` (one
+lisa-adapt-speech fitted to espeak-ng voices with the training phrasings only). Printed per
+voice/speed: WER (jiwer's word edits / reference words, after `normalise`), sentence accuracy,
+median recognition time per utterance; plus the pairs that were wrong. Targets (issue 15):
+WER <= 5 %, <= 0.2 s per utterance on this CPU.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--word-penalty", type=float, default=None, help="pocketsphinx -wip (default: the engine's)")
     parser.add_argument("--discount", type=float, default=None, help="Kneser-Ney discount (default: the engine's)")
     parser.add_argument("--top-gaussians", type=int, default=None, help="pocketsphinx -topn (default: the engine's)")
+    parser.add_argument("--acoustic-model", type=Path, help="acoustic model folder (default: the wheel's en-us)")
     parser.add_argument("--output", type=Path, default=Path("outputs/bench/speech.json"), help="JSON path")
     return parser.parse_args(argv)
 
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 ("word_penalty", args.word_penalty),
                                                 ("discount", args.discount),
                                                 ("top_gaussians", args.top_gaussians)] if value is not None}
-    recognizer = PocketSphinxRecognizer(**options)
+    recognizer = PocketSphinxRecognizer(hmm=args.acoustic_model, **options)
     phrasings = [p for intent in INTENTS.values() for p in intent.heldout]
     rows, wrong = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sorted({w for p in phrasings for w in normalise(p)} - set(recognizer.words))}")
     for w in wrong:
         print(f"  {w['voice']}/{w['speed']}: '{w['reference']}' -> '{w['heard']}' ({w['confidence']})")
-    result = {"engine": "pocketsphinx", "options": options, "rows": rows, "overall_wer": overall, "wrong": wrong,
+    result = {"engine": "pocketsphinx", "options": options, "acoustic_model": str(args.acoustic_model or "en-us"),
+              "rows": rows, "overall_wer": overall, "wrong": wrong,
               "machine": platform.processor() or platform.machine()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

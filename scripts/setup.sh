@@ -16,8 +16,9 @@ log() { echo "[setup] $*"; }
 # Debian packages the project needs. Later work extends this list
 # (e.g. libusb-1.0-0 for open3d). Space-separated.
 # cmake g++: building the lisa_ros interfaces with colcon; libusb-1.0-0: open3d imports it;
-# espeak-ng: speech for the voice tests, demo and bench; libportaudio2: the microphone (sounddevice).
-SYSTEM_PACKAGES="cmake g++ libusb-1.0-0 espeak-ng libportaudio2"
+# espeak-ng: speech for the voice tests, demo and bench; libportaudio2: the microphone (sounddevice);
+# sphinxtrain, sphinxbase-utils and pocketsphinx: the tools of lisa-adapt-speech (bw, map_adapt, sphinx_fe, ...).
+SYSTEM_PACKAGES="cmake g++ libusb-1.0-0 espeak-ng libportaudio2 sphinxtrain sphinxbase-utils pocketsphinx"
 
 missing=()
 for pkg in $SYSTEM_PACKAGES; do

@@ -77,6 +77,7 @@ def evaluate(
     tracking_baseline: bool = False,
     voices: Sequence[str] = (),
     voice_speed: int = 160,
+    acoustic_model: str | Path | None = None,
 ) -> Evaluation:
     """Run the node's pipeline over a bag; write the output bag, metrics.json and report.html.
 
@@ -100,6 +101,7 @@ def evaluate(
         voices: espeak-ng voices: the voice leg (lisa_ros.bag.voice). The script's commands are
             spoken in these voices in turn at `voice_speed` words per minute, recognised as the
             speech node does, and what was heard is answered instead (metrics' "voice" section).
+        acoustic_model: the voice leg's acoustic model folder (lisa-adapt-speech); None: the wheel's en-us.
     Raises EvalError for a missing topic, an unreadable bag, a bad script or output (all but the
     model checked before the model loads). SIGINT or SIGTERM during the run (in the main thread)
     stops it after the message or command at hand: the outputs cover what was done, metrics.json
@@ -136,7 +138,8 @@ def evaluate(
         _prepare_output(output)
         spoken = []
         if voices:
-            spoken = speak_commands([entry.command for entry in entries], voices, voice_speed, progress=progress)
+            spoken = speak_commands([entry.command for entry in entries], voices, voice_speed, progress=progress,
+                                    acoustic_model=acoustic_model)
             entries = [replace(entry, command=item.heard) for entry, item in zip(entries, spoken)]
         pipeline = pipeline or _load_pipeline(values)
         output_bag = OutputBag(output / "bag", output_format, store, reader.connections, namespace)

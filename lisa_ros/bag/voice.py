@@ -34,9 +34,11 @@ class SpokenCommand:
 
 
 def speak_commands(commands: Sequence[str], voices: Sequence[str], speed: int = 160,
-                   min_confidence: float = 0.3, progress: bool = True) -> list[SpokenCommand]:  # fmt: skip
+                   min_confidence: float = 0.3, progress: bool = True,
+                   acoustic_model: str | Path | None = None) -> list[SpokenCommand]:  # fmt: skip
     """Each command spoken by espeak-ng (voices in turn, `speed` words per minute) and recognised
     by the embedded engine with its default language model, through the speech node's path.
+    `acoustic_model`: the recogniser's acoustic model folder (None: the wheel's en-us).
 
     Raises:
         EvalError: espeak-ng is missing, or a voice is unknown to it.
@@ -47,7 +49,7 @@ def speak_commands(commands: Sequence[str], voices: Sequence[str], speed: int = 
 
     if shutil.which("espeak-ng") is None:
         raise EvalError("the voice leg needs espeak-ng (apt-get install espeak-ng; make setup installs it)")
-    listener = Listener(PocketSphinxRecognizer(), min_confidence)
+    listener = Listener(PocketSphinxRecognizer(hmm=acoustic_model), min_confidence)
     spoken = []
     with tempfile.TemporaryDirectory(prefix="lisa-voice-") as folder:
         for index, command in enumerate(tqdm(commands, desc="voice leg", unit="command", file=sys.stderr,

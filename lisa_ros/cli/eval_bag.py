@@ -45,6 +45,7 @@ def main(argv=None) -> int:
             tracking_baseline=args.tracking_baseline,
             voices=args.voice or (),
             voice_speed=args.voice_speed,
+            acoustic_model=args.acoustic_model,
         )
     except (EvalError, ValueError, OSError) as error:  # ValueError: a parameter; OSError: writing the outputs
         return fail("lisa-eval-bag", error, args.debug)
@@ -101,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         "recognise them as speech_node does, and answer what was heard",
     )
     parser.add_argument("--voice-speed", type=int, default=160, help="espeak-ng words per minute (default 160)")
+    parser.add_argument("--acoustic-model", help="the voice leg's acoustic model folder (lisa-adapt-speech); "
+                        "default: pocketsphinx's en-us")
     parser.add_argument(
         "--typed-metrics", type=Path, help="metrics.json of the same bag with typed commands, compared in the summary"
     )

@@ -47,6 +47,8 @@ PARAMETERS = (
     ("engine", "pocketsphinx", "'pocketsphinx' (embedded, no download) or 'whisper' (whisper_model_path)"),
     ("whisper_model_path", "", "a Whisper model folder (transformers), with engine 'whisper'"),
     ("sentences_file", "", "pocketsphinx: the expected commands, one per line; empty: the demo's vocabulary"),
+    ("acoustic_model", "", "pocketsphinx: an acoustic model folder, e.g. one lisa-adapt-speech fitted to the "
+     "robot's voices; empty: the en-us model of the pocketsphinx wheel"),
     ("min_confidence", 0.3, "transcripts with a lower confidence are not sent as commands"),
     ("vad_aggressiveness", 2, "webrtcvad aggressiveness, 0 (keeps most) to 3 (drops most non-speech)"),
     ("max_utterance_s", 15.0, "longer speech is cut into an utterance of this length"),
@@ -110,7 +112,8 @@ class SpeechNode(LifecycleNode):
         if self._param("engine") == "whisper":
             return WhisperRecognizer(self._param("whisper_model_path"))
         if self._param("engine") == "pocketsphinx":
-            return PocketSphinxRecognizer(sentences_file=self._param("sentences_file") or None)
+            return PocketSphinxRecognizer(sentences_file=self._param("sentences_file") or None,
+                                          hmm=self._param("acoustic_model") or None)
         raise ValueError(f"engine must be 'pocketsphinx' or 'whisper', got {self._param('engine')!r}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -85,6 +85,33 @@ def read_cmudict(path: str | Path) -> dict[str, list[str]]:
     return entries
 
 
+def dictionary_lines(words: Iterable[str], pronunciations: dict[str, str] | None = None,
+                     dictionary: str | Path | None = None) -> list[str]:
+    """The pronunciation lines of `words` (variants included) for a pocketsphinx dictionary.
+
+    Arguments:
+        words (Iterable[str]): normalised words.
+        pronunciations (dict[str, str] | None): extra 'word -> phones' entries for words the
+            dictionary lacks; None: `DEMO_PRONUNCIATIONS`.
+        dictionary (str | Path | None): a CMUdict-format file; None: the pocketsphinx wheel's CMUdict.
+
+    Raises:
+        ValueError: words with no pronunciation (listed).
+    """
+    import pocketsphinx
+
+    dictionary = dictionary or Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+    entries = read_cmudict(dictionary)
+    for word, phones in (DEMO_PRONUNCIATIONS if pronunciations is None else pronunciations).items():
+        entries.setdefault(word.lower(), [f"{word.lower()} {phones}"])
+    words = sorted(set(words))
+    missing = [w for w in words if w not in entries]
+    if missing:
+        raise ValueError(f"{len(missing)} words have no pronunciation in {dictionary}: {', '.join(missing)}; "
+                         "rephrase them, or give their phones in `pronunciations`")
+    return [line for w in words for line in entries[w]]
+
+
 class PocketSphinxRecognizer(Recognizer):
     """PocketSphinx with a language model of the expected sentences, built at construction.
 
@@ -119,7 +146,6 @@ class PocketSphinxRecognizer(Recognizer):
                  dictionary: str | Path | None = None, workdir: str | Path | None = None):
         import pocketsphinx
 
-        extra = DEMO_PRONUNCIATIONS if pronunciations is None else pronunciations
         assert sentences is None or sentences_file is None, "give sentences or sentences_file, not both"
         if sentences_file is not None:
             sentences = read_sentences(sentences_file)
@@ -127,17 +153,11 @@ class PocketSphinxRecognizer(Recognizer):
             sentences = demo_sentences()
             vocabulary = demo_vocabulary() if vocabulary is None else vocabulary
         vocabulary = list(vocabulary or ())
-        model = Path(pocketsphinx.get_model_path())
-        hmm = Path(hmm) if hmm is not None else model / "en-us" / "en-us"
-        dictionary = Path(dictionary) if dictionary is not None else model / "en-us" / "cmudict-en-us.dict"
+        hmm = Path(hmm) if hmm is not None else Path(pocketsphinx.get_model_path()) / "en-us" / "en-us"
+        if not (hmm / "mdef").is_file():
+            raise FileNotFoundError(f"no acoustic model at {hmm} (a folder with mdef, means, variances, ...)")
         words = sorted({w for s in sentences for w in normalise(s)} | {w for v in vocabulary for w in normalise(v)})
-        pronunciations = read_cmudict(dictionary)
-        for word, phones in extra.items():
-            pronunciations.setdefault(word.lower(), [f"{word.lower()} {phones}"])
-        missing = [w for w in words if w not in pronunciations]
-        if missing:
-            raise ValueError(f"{len(missing)} words have no pronunciation in {dictionary}: {', '.join(missing)}; "
-                             "rephrase them, or give their phones in `pronunciations`")
+        lines = dictionary_lines(words, pronunciations, dictionary)
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="lisa-speech-")
             workdir = self._tmp.name
@@ -146,7 +166,7 @@ class PocketSphinxRecognizer(Recognizer):
         self.lm_path = workdir / "commands.arpa"
         self.dict_path = workdir / "commands.dict"
         self.lm_path.write_text(build_arpa(sentences, order=order, discount=discount, vocabulary=vocabulary))
-        self.dict_path.write_text("".join(line + "\n" for w in words for line in pronunciations[w]))
+        self.dict_path.write_text("".join(line + "\n" for line in lines))
         self.words = words
         # dither: one bit of noise on every sample. Digital silence (exact zeros, as synthesised or
         # gated audio has) gives the mel filters log(0) floors that drag the cepstral mean and
