@@ -52,6 +52,7 @@ setup(
         "webrtcvad-wheels",
         "pocketsphinx>=5",
         "jiwer",  # word error rates (the demo's voice leg, bench.speech)
+        "lemminflect",  # inflected forms of the expected words (the recogniser's vocabulary)
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff==0.17.6"],

@@ -92,8 +92,14 @@ def test_low_confidence_is_not_sent():
 
 def test_a_user_sentence_file_and_missing_words(tmp_path):
     (tmp_path / "commands.txt").write_text("# my robot\nbring me the red cup\n\nput it on the shelf\n")
-    recognizer = PocketSphinxRecognizer(sentences_file=tmp_path / "commands.txt", workdir=tmp_path / "lm")
+    recognizer = PocketSphinxRecognizer(sentences_file=tmp_path / "commands.txt", workdir=tmp_path / "lm",
+                                        inflections=False)
     assert recognizer.words == sorted(set("bring me the red cup put it on shelf".split()))
+    # With inflections (the default), new forms of those words are heard too, at the unigram floor.
+    inflected = PocketSphinxRecognizer(sentences_file=tmp_path / "commands.txt", workdir=tmp_path / "lm1")
+    assert {"brought", "bringing", "cups", "shelves", "puts"} <= set(inflected.words)
+    assert "brought" not in recognizer.words and "\tbrought\n" not in recognizer.lm_path.read_text()
+    assert "\tbrought\n" in inflected.lm_path.read_text()
     with pytest.raises(ValueError, match="2 words have no pronunciation .*: blorptastic, zzyzxq"):
         PocketSphinxRecognizer(sentences=["fetch the blorptastic zzyzxq"], workdir=tmp_path / "lm2")
 
