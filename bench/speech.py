@@ -21,7 +21,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from lisa_ros.bag.voice import word_error_rate
 from lisa_ros.speech import PocketSphinxRecognizer, normalise, read_audio
+from lisa_ros.speech.say import speak_to_file
 from lisa_ros.synthetic.intents import INTENTS
 
 
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             heard, times = [], []
             for i, phrasing in enumerate(phrasings):
                 path = Path(folder) / f"{voice}-{speed}-{i}.wav"
-                subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), phrasing], check=True)
-                transcript = recognizer.recognize(read_audio(path))
+                transcript = recognizer.recognize(read_audio(speak_to_file(phrasing, path, voice, speed)))
                 heard.append(transcript.text)
                 times.append(transcript.seconds)
                 if word_error_rate([phrasing], [transcript.text]):

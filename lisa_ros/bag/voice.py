@@ -10,9 +10,7 @@ ones not sent, and recognition time. The runner answers the heard text in place 
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -46,20 +44,18 @@ def speak_commands(commands: Sequence[str], voices: Sequence[str], speed: int = 
     from tqdm import tqdm
 
     from lisa_ros.speech import FileSource, Listener, PocketSphinxRecognizer, UtteranceSegmenter
+    from lisa_ros.speech.say import SynthesisError, speak_to_file
 
-    if shutil.which("espeak-ng") is None:
-        raise EvalError("the voice leg needs espeak-ng (apt-get install espeak-ng; make setup installs it)")
     listener = Listener(PocketSphinxRecognizer(hmm=acoustic_model), min_confidence)
     spoken = []
     with tempfile.TemporaryDirectory(prefix="lisa-voice-") as folder:
         for index, command in enumerate(tqdm(commands, desc="voice leg", unit="command", file=sys.stderr,
                                              disable=not progress)):  # fmt: skip
             voice = voices[index % len(voices)]
-            wav = Path(folder) / f"{index}.wav"
-            done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), command],
-                                  capture_output=True, text=True)  # fmt: skip
-            if done.returncode != 0 or not wav.is_file():
-                raise EvalError(f"espeak-ng could not speak with voice {voice!r}: {done.stderr.strip()}")
+            try:
+                wav = speak_to_file(command, Path(folder) / f"{index}.wav", voice, speed)
+            except SynthesisError as error:
+                raise EvalError(f"the voice leg: {error}") from error
             heard = [listener.hear(u) for u in UtteranceSegmenter().segment(FileSource(wav))]
             sent = [h for h in heard if h.sent]
             reason = "; ".join(h.reason for h in heard if h.reason) or ("nothing heard" if not heard else "")

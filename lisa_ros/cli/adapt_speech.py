@@ -17,14 +17,16 @@ from lisa_ros.cli.errors import fail
 
 def main(argv: list[str] | None = None) -> int:
     """lisa-adapt-speech: see `lisa-adapt-speech --help`. Returns the exit code (2: a missing tool,
-    unusable recordings or a failed step; one line on stderr)."""
+    unreadable or untranscribed recordings, or a failed step; one line on stderr)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.recordings and not args.espeak_voices:
         parser.error("give --recordings FOLDER or --espeak-voices VOICE (or both)")
     from lisa_ros.speech.adapt import AdaptationError, adapt_acoustic_model, recordings_from_folder, speak_sentences
+    from lisa_ros.speech.audio import AudioError
     from lisa_ros.speech.engines import demo_sentences
     from lisa_ros.speech.lm import read_sentences
+    from lisa_ros.speech.say import SynthesisError
 
     try:
         with tempfile.TemporaryDirectory(prefix="lisa-adapt-speech-") as spoken:
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                 sentences = read_sentences(args.sentences) if args.sentences else demo_sentences()
                 recordings += speak_sentences(sentences, args.espeak_voices, args.speeds, spoken)
             report = adapt_acoustic_model(recordings, args.output)
-    except (AdaptationError, OSError, ValueError) as error:
+    except (AdaptationError, AudioError, SynthesisError, OSError, ValueError) as error:
         return fail("lisa-adapt-speech", error, args.debug)
     print(json.dumps({"model": str(report.model), "utterances": report.utterances,
                       "not_aligned": report.ignored}, indent=1))

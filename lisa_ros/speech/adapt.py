@@ -38,6 +38,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, audio_files, read_audio
 from .lm import normalise
+from .say import speak_to_file
 
 # Where the sphinxtrain programs are: Debian puts them off PATH, a source build in libexec.
 SPHINXTRAIN_DIRS = (Path("/usr/lib/sphinxtrain"), Path("/usr/local/libexec/sphinxtrain"),
@@ -77,7 +78,7 @@ def tool(name: str) -> str:
     found = shutil.which(name) or next((str(d / name) for d in SPHINXTRAIN_DIRS if (d / name).is_file()), None)
     if found is None:
         raise AdaptationError(f"{name} not found: adaptation needs sphinxtrain's tools "
-                              f"(apt-get install {TOOL_PACKAGES.get(name, 'sphinxtrain')}; make setup installs them)")
+                              f"(apt-get install {TOOL_PACKAGES[name]}; make setup installs them)")
     return found
 
 
@@ -143,7 +144,8 @@ def recordings_from_folder(folder: str | Path) -> list[Recording]:
     """Each audio file (WAV, FLAC, OGG) of `folder` with the transcript in the .txt file of the same name.
 
     Raises:
-        AdaptationError: no audio, or an audio file without its transcript.
+        AudioError: no audio files there.
+        AdaptationError: an audio file without its transcript.
     """
     files = audio_files(folder)
     missing = [f.name for f in files if not f.with_suffix(".txt").is_file()]
@@ -154,23 +156,19 @@ def recordings_from_folder(folder: str | Path) -> list[Recording]:
 
 def speak_sentences(sentences: Sequence[str], voices: Sequence[str], speeds: Sequence[int],
                     folder: str | Path) -> list[Recording]:
-    """Every sentence spoken with espeak-ng in every voice and speed (words per minute), as WAVs in `folder`."""
-    if shutil.which("espeak-ng") is None:
-        raise AdaptationError("speaking the sentences needs espeak-ng (apt-get install espeak-ng)")
+    """Every sentence spoken with espeak-ng in every voice and speed (words per minute), as WAVs in `folder`.
+
+    Raises:
+        SynthesisError: espeak-ng is missing or cannot speak in a voice.
+    """
     from tqdm import tqdm
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    recordings = []
     jobs = [(v, s, i, text) for v in voices for s in speeds for i, text in enumerate(sentences)]
-    for voice, speed, index, text in tqdm(jobs, desc="espeak-ng", unit="utterance", file=sys.stderr):
-        path = folder / f"{voice.replace('+', '_')}-{speed}-{index:04d}.wav"
-        done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
-                              capture_output=True, text=True)
-        if done.returncode != 0 or not path.is_file():
-            raise AdaptationError(f"espeak-ng could not speak with voice {voice!r}: {done.stderr.strip()}")
-        recordings.append(Recording(path, text))
-    return recordings
+    return [Recording(speak_to_file(text, folder / f"{voice.replace('+', '_')}-{speed}-{index:04d}.wav", voice, speed),
+                      text)
+            for voice, speed, index, text in tqdm(jobs, desc="espeak-ng", unit="utterance", file=sys.stderr)]
 
 
 def _run(args: Sequence[str], log: Path) -> str:

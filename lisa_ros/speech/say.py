@@ -1,6 +1,9 @@
 """Speaking the robot's answers, ROS-free: a text-to-speech command run once per text, in order,
 with mute raised around it so that the speech node never hears the robot as a command.
 
+`speak_to_file` renders a text with espeak-ng into a WAV file instead: the voice leg, the
+adaptation data and the speech tests and bench all speak that way.
+
 The TTS program is a command line (`espeak-ng` by default; any program that takes the text as
 its last argument and returns when done speaking). Mute stays up `tail_s` after the program
 ends, for the room's echo and the audio buffers still playing.
@@ -13,7 +16,28 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Sequence
+
+
+class SynthesisError(RuntimeError):
+    """espeak-ng is missing or could not speak, with what to do."""
+
+
+def speak_to_file(text: str, path: str | Path, voice: str = "en-us", speed: int = 160) -> Path:
+    """`text` spoken by espeak-ng (`voice`, `speed` words per minute) into the WAV file `path` (22050 Hz mono).
+
+    Raises:
+        SynthesisError: espeak-ng is not installed, or it failed (e.g. an unknown voice).
+    """
+    if shutil.which("espeak-ng") is None:
+        raise SynthesisError("espeak-ng is not installed (apt-get install espeak-ng; make setup installs it)")
+    path = Path(path)
+    done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0 or not path.is_file():
+        raise SynthesisError(f"espeak-ng could not speak with voice {voice!r}: {done.stderr.strip()}")
+    return path
 
 
 class Speaker:

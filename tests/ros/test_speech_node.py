@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from lisa_ros.speech.say import speak_to_file
 from tests.helpers import ros_env
 from tests.helpers.ros_env import STARTUP_TIMEOUT, TIMEOUT, NodeProcess, start_node, wait_until
 
@@ -47,8 +48,7 @@ def test_spoken_commands_reach_the_perception_node_unless_muted(tmp_path):
     audio = tmp_path / "audio"
     audio.mkdir()
     for index, text in enumerate(SPOKEN):
-        wav = str(audio / f"{index}.wav")
-        subprocess.run(["espeak-ng", "-v", "en-us+f3", "-s", "160", "-w", wav, text], check=True)
+        speak_to_file(text, audio / f"{index}.wav", "en-us+f3", 160)
     home = tmp_path / "ros_home"
     home.mkdir()
     lisa = start_node(home, NAMESPACE, "max_image_age:=0.0", "keep_conversation:=false", "tracking:=false")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
 from lisa_ros.speech.audio import read_audio
+from lisa_ros.speech.say import speak_to_file
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,7 @@ def say(tmp_path_factory):
         key = (text, voice, speed)
         if key not in made:
             path = folder / f"{len(made):03d}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True)
-            made[key] = path
+            made[key] = speak_to_file(text, path, voice, speed)
         return made[key]
 
     return render

@@ -74,10 +74,16 @@ def test_recordings_need_their_transcripts(tmp_path, say):
         adapt_acoustic_model([], tmp_path / "model")
 
 
-def test_the_cli_needs_adaptation_data(capsys):
+def test_the_cli_needs_adaptation_data(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         adapt_main(["--output", "x"])
     assert exit_.value.code == 2 and "--recordings" in capsys.readouterr().err
+    # Bad data is one line and exit 2, not a traceback.
+    (tmp_path / "empty").mkdir()
+    assert adapt_main(["--recordings", str(tmp_path / "empty"), "--output", str(tmp_path / "m")]) == 2
+    assert "no .wav/.flac/.ogg files" in capsys.readouterr().err
+    assert adapt_main(["--espeak-voices", "xx", "--output", str(tmp_path / "m")]) == 2
+    assert "could not speak with voice 'xx'" in capsys.readouterr().err
 
 
 def test_an_adapted_model_hears_the_voice_better_on_unseen_sentences(tmp_path, capsys):
